@@ -1,0 +1,59 @@
+"""audioset-data: the AudioSet ontology, segment lists and a resumable download cache.
+
+Heavy sub-modules are imported on first use, so ``import audioset_data`` stays fast and never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import data_home
+from .errors import (
+    AudioSetError,
+    CacheError,
+    ChecksumMismatchError,
+    ConfigError,
+    DownloadError,
+    LabelIndexError,
+    OntologyError,
+    RemoteError,
+    SegmentsError,
+    UnknownClassError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Ontology": "audioset_data.ontology",
+    "LabelIndex": "audioset_data.labels",
+    "Segments": "audioset_data.segments",
+    "ClassPriors": "audioset_data.priors",
+    "load_segments": "audioset_data.segments",
+    "download": "audioset_data.download",
+    "open_cache": "audioset_data.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'audioset_data' has no attribute {name!r}")
+
+
+__all__ = [
+    "AudioSetError",
+    "CacheError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "DownloadError",
+    "LabelIndexError",
+    "OntologyError",
+    "RemoteError",
+    "SegmentsError",
+    "UnknownClassError",
+    "__version__",
+    "data_home",
+    *_LAZY,
+]

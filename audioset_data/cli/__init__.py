@@ -1,0 +1,65 @@
+"""The ``audioset`` command: a thin argparse layer over the library functions.
+
+Each sub-command lives in its own module with a ``register(subparsers)`` function; errors the
+library raises on purpose are printed as one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import AudioSetError
+
+#: Modules under ``audioset_data.cli`` that each add one sub-command.
+COMMANDS = ("ontology", "segments", "download")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, with every available sub-command registered."""
+    parser = argparse.ArgumentParser(
+        prog="audioset", description="AudioSet ontology, segment lists and download cache."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def add_root_options(parser: argparse.ArgumentParser) -> None:
+    """Options every data-touching command shares: data root and mirror addresses."""
+    parser.add_argument("--root", help="data root (default: $AUDIOSET_DATA_HOME or user cache)")
+    parser.add_argument(
+        "--accept-new-upstream",
+        action="store_true",
+        help="accept official files whose checksum differs from the pinned release",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``audioset`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AudioSetError as exc:
+        print(f"audioset: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

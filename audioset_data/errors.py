@@ -1,0 +1,65 @@
+"""One exception hierarchy for the whole package.
+
+Every error the library raises on purpose derives from :class:`AudioSetError`, and each
+subclass also inherits the builtin that fits, so ``except ValueError`` keeps working for
+callers who do not know this package.
+"""
+
+from __future__ import annotations
+
+
+class AudioSetError(Exception):
+    """Base class of every error raised on purpose by audioset-data."""
+
+
+class ConfigError(AudioSetError, ValueError):
+    """A setting (argument or environment variable) has a value that cannot be used."""
+
+
+class OntologyError(AudioSetError, ValueError):
+    """The ontology JSON is malformed, or a class id / name is unknown."""
+
+
+class UnknownClassError(OntologyError, KeyError):
+    """A class id or name is not in the ontology (or not in the label index)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class LabelIndexError(AudioSetError, ValueError):
+    """The 527-label index CSV is malformed or disagrees with the ontology."""
+
+
+class SegmentsError(AudioSetError, ValueError):
+    """A segment list (CSV) is malformed; the message names file and line."""
+
+
+class RemoteError(AudioSetError, OSError):
+    """A remote resource could not be fetched (network, HTTP status, timeouts)."""
+
+
+class ChecksumMismatchError(RemoteError):
+    """A fetched or cached file does not match the size/checksum pinned for it."""
+
+
+class CacheError(AudioSetError, OSError):
+    """The on-disk cache (HDF5 shards, manifest) is missing, incomplete or inconsistent."""
+
+
+class DownloadError(AudioSetError, RuntimeError):
+    """A clip could not be downloaded or decoded."""
+
+
+__all__ = [
+    "AudioSetError",
+    "CacheError",
+    "ChecksumMismatchError",
+    "ConfigError",
+    "DownloadError",
+    "LabelIndexError",
+    "OntologyError",
+    "RemoteError",
+    "SegmentsError",
+    "UnknownClassError",
+]

@@ -1,0 +1,310 @@
+"""Official remote files, declared once as data, and a verified, atomic, cached fetch.
+
+Each :class:`Remote` pins the size and checksum of the known release. :func:`fetch` streams the
+file to a temporary name next to its destination, verifies it, and renames it into place, so a
+crash never leaves a half-written file under the real name. A cached file is re-verified on every
+use; a corrupted one is fetched again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import requests
+from requests.adapters import HTTPAdapter
+from tqdm.auto import tqdm
+from urllib3.util.retry import Retry
+
+from .config import PathLike, csv_base_url, data_home, ontology_base_url
+from .errors import ChecksumMismatchError, ConfigError, RemoteError
+
+logger = logging.getLogger(__name__)
+
+#: Refuse downloads larger than this many bytes when no size is pinned.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One official file: where it lives and what it must hash to.
+
+    ``git_sha1`` is ``sha1(b"blob <size>\\0" + content)``, the id git gives a file; it is the
+    only checksum known for some releases.
+    """
+
+    name: str
+    filename: str
+    group: str  # "ontology" or "csv": which base address serves it
+    size: int | None = None
+    sha256: str | None = None
+    git_sha1: str | None = None
+
+    def url(self, base_url: str | None = None) -> str:
+        """Full address of the file under ``base_url`` (or the configured default)."""
+        if self.group == "ontology":
+            base = ontology_base_url(base_url)
+        else:
+            base = csv_base_url(base_url)
+        return base + self.filename
+
+
+REMOTES: dict[str, Remote] = {
+    r.name: r
+    for r in (
+        Remote(
+            "ontology",
+            "ontology.json",
+            "ontology",
+            size=342780,
+            sha256="9c685f4403eecc3ca9be37fd7285cf212feaaea6ff7229d3e7ca89e0d1f2d15d",
+            git_sha1="cee2c5055a4778833dd165cae4010086e6d4bdc5",
+        ),
+        Remote(
+            "class_labels_indices",
+            "class_labels_indices.csv",
+            "csv",
+            size=14675,
+            sha256="cdd1049833c4b86127c2773ac0d14a2754b6a6d0d1798002ed5c66e699708429",
+            git_sha1="3a2767e81114adecde59992cf6607f31c1862f4c",
+        ),
+        Remote(
+            "eval_segments",
+            "eval_segments.csv",
+            "csv",
+            size=1143389,
+            sha256="f7055f53935f70e74e39494a5c8c4c78f1700fce275028bd36e31186f33d45db",
+            git_sha1="e5532aef6147625c454d4c5cd75847907d593c2a",
+        ),
+        Remote(
+            "balanced_train_segments",
+            "balanced_train_segments.csv",
+            "csv",
+            size=1211931,
+            sha256="3b83e5ff9ed72cfda37d4e36ce08250e107c1ea70f109f6ab6668ac200db5e94",
+            git_sha1="22dfbeafdc2bfec562b3146687d44f42a03600f8",
+        ),
+        Remote(
+            "unbalanced_train_segments",
+            "unbalanced_train_segments.csv",
+            "csv",
+            git_sha1="09dd5a7ca8b5c9067007115ca053c455c502d55c",
+        ),
+    )
+}
+
+
+def get_remote(name: str) -> Remote:
+    """Look up a declared remote by name; raise :class:`ConfigError` naming the known ones."""
+    try:
+        return REMOTES[name]
+    except KeyError:
+        known = ", ".join(sorted(REMOTES))
+        raise ConfigError(f"unknown remote {name!r}; known remotes: {known}") from None
+
+
+def file_digests(path: PathLike) -> tuple[int, str, str]:
+    """Return ``(size, sha256, git blob sha1)`` of a file, reading it once."""
+    path = Path(path)
+    size = path.stat().st_size
+    sha256 = hashlib.sha256()
+    git = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha256.update(block)
+            git.update(block)
+    return size, sha256.hexdigest(), git.hexdigest()
+
+
+def _expected(remote: Remote, meta: dict | None) -> dict[str, object]:
+    """Checksums to verify against: the pinned ones, or those accepted for a new upstream."""
+    if meta and meta.get("accepted_new_upstream"):
+        return {k: meta[k] for k in ("size", "sha256") if meta.get(k) is not None}
+    pinned: dict[str, object] = {}
+    if remote.size is not None:
+        pinned["size"] = remote.size
+    if remote.sha256:
+        pinned["sha256"] = remote.sha256
+    if remote.git_sha1:
+        pinned["git_sha1"] = remote.git_sha1
+    return pinned
+
+
+def _mismatches(path: Path, expected: dict[str, object]) -> tuple[list[str], dict[str, object]]:
+    size, sha256, git_sha1 = file_digests(path)
+    actual: dict[str, object] = {"size": size, "sha256": sha256, "git_sha1": git_sha1}
+    bad = [f"{k} {actual[k]} != expected {v}" for k, v in expected.items() if actual[k] != v]
+    return bad, actual
+
+
+def _session(retries: int) -> requests.Session:
+    session = requests.Session()
+    retry = Retry(
+        total=retries,
+        backoff_factor=0.5,
+        status_forcelist=(429, 500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _local_source(url: str) -> Path | None:
+    """A ``file://`` address or a plain path serves as a local mirror."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):
+        return Path(url)
+    return None
+
+
+def _download(
+    url: str,
+    tmp: Path,
+    *,
+    timeout: float,
+    retries: int,
+    max_bytes: int,
+    progress: bool,
+) -> None:
+    """Stream ``url`` into ``tmp`` (already created), enforcing ``max_bytes``."""
+    local = _local_source(url)
+    if local is not None:
+        if not local.is_file():
+            raise RemoteError(f"mirror file {str(local)!r} (from {url!r}) does not exist")
+        if local.stat().st_size > max_bytes:
+            raise RemoteError(f"{url!r} is larger than the limit of {max_bytes} bytes")
+        shutil.copyfile(local, tmp)
+        return
+    session = _session(retries)
+    try:
+        with session.get(url, stream=True, timeout=timeout) as resp:
+            if resp.status_code != 200:
+                raise RemoteError(f"GET {url!r} answered HTTP {resp.status_code}")
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            if total is not None and total > max_bytes:
+                raise RemoteError(f"{url!r} announces {total} bytes, over the limit {max_bytes}")
+            written = 0
+            with (
+                tmp.open("wb") as fh,
+                tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=Path(urlparse(url).path).name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
+                for block in resp.iter_content(chunk_size=1 << 16):
+                    written += len(block)
+                    if written > max_bytes:
+                        raise RemoteError(f"{url!r} sent more than the limit of {max_bytes} bytes")
+                    fh.write(block)
+                    bar.update(len(block))
+            if total is not None and written != total:
+                raise RemoteError(f"{url!r} ended after {written} of {total} bytes")
+    except requests.RequestException as exc:
+        raise RemoteError(f"could not fetch {url!r}: {exc}") from exc
+    finally:
+        session.close()
+
+
+def cache_path(name: str, root: PathLike | None = None) -> Path:
+    """Where the cached copy of remote ``name`` lives under the data root."""
+    return data_home(root) / "remote" / get_remote(name).filename
+
+
+def fetch(
+    name: str,
+    *,
+    root: PathLike | None = None,
+    base_url: str | None = None,
+    force: bool = False,
+    accept_new_upstream: bool = False,
+    timeout: float = 60.0,
+    retries: int = 3,
+    progress: bool = True,
+) -> Path:
+    """Return a verified local copy of the official file ``name``, fetching it if needed.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`REMOTES`, e.g. ``"ontology"`` or ``"eval_segments"``.
+    root
+        Data root (see :func:`audioset_data.config.data_home`).
+    base_url
+        Mirror address (``http(s)://``, ``file://`` or a folder path) replacing the official one.
+    force
+        Fetch again even when a verified copy is cached.
+    accept_new_upstream
+        Keep a file whose checksum differs from the pinned release, and verify later uses
+        against the new checksum (``--accept-new-upstream`` on the command line).
+
+    Raises
+    ------
+    RemoteError
+        The file could not be fetched.
+    ChecksumMismatchError
+        The fetched file is not the pinned release and ``accept_new_upstream`` is false.
+    """
+    remote = get_remote(name)
+    dest = cache_path(name, root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    meta_path = dest.with_name(dest.name + ".meta.json")
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+
+    if dest.is_file() and not force:
+        bad, _ = _mismatches(dest, _expected(remote, meta))
+        if not bad:
+            logger.debug("using verified cached %s", dest)
+            return dest
+        logger.warning("cached %s is corrupted (%s); fetching it again", dest, "; ".join(bad))
+
+    url = remote.url(base_url)
+    max_bytes = remote.size * 4 if remote.size else DEFAULT_MAX_BYTES
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        logger.info("fetching %s from %s", remote.filename, url)
+        _download(url, tmp, timeout=timeout, retries=retries, max_bytes=max_bytes,
+                  progress=progress)
+        bad, actual = _mismatches(tmp, _expected(remote, None))
+        accepted = False
+        if bad:
+            if not accept_new_upstream:
+                raise ChecksumMismatchError(
+                    f"{remote.filename} fetched from {url!r} is not the pinned release "
+                    f"({'; '.join(bad)}); pass accept_new_upstream=True "
+                    "(--accept-new-upstream) to use a newer upstream version"
+                )
+            logger.warning("%s differs from the pinned release (%s); accepted as asked",
+                           remote.filename, "; ".join(bad))
+            accepted = True
+        os.replace(tmp, dest)
+        meta_path.write_text(json.dumps({
+            "url": url,
+            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "accepted_new_upstream": accepted,
+            **actual,
+        }, indent=1))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+__all__ = ["REMOTES", "Remote", "cache_path", "fetch", "file_digests", "get_remote"]

@@ -1,0 +1,1 @@
+"""Baseline models, the training loop and the reference benchmark (planned)."""

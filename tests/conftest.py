@@ -1,0 +1,54 @@
+"""Shared fixtures: every cache points at a temp folder; real files come from ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from audioset_data.testing import LoopbackServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Point the data root at a fresh temp folder and forget any mirror settings."""
+    root = tmp_path_factory.mktemp("audioset_home")
+    monkeypatch.setenv("AUDIOSET_DATA_HOME", str(root))
+    monkeypatch.delenv("AUDIOSET_ONTOLOGY_BASE_URL", raising=False)
+    monkeypatch.delenv("AUDIOSET_CSV_BASE_URL", raising=False)
+    return root
+
+
+@pytest.fixture
+def data_root(_isolated_cache: Path) -> Path:
+    """The temp data root of this test."""
+    return _isolated_cache
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder of real public files (ontology.json, segment CSVs)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real data folder {SHARED_DATA} is missing; it must sit beside the repo")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def http_server():
+    """A running loopback server; tests add files and behaviours to it."""
+    with LoopbackServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mirror(http_server: LoopbackServer, shared_data: Path, monkeypatch: pytest.MonkeyPatch):
+    """Serve the real official files on loopback and point both base addresses at it."""
+    http_server.add("ontology/ontology.json", shared_data / "ontology" / "ontology.json")
+    for p in (shared_data / "segments").iterdir():
+        http_server.add(f"csv/{p.name}", p)
+    monkeypatch.setenv("AUDIOSET_ONTOLOGY_BASE_URL", http_server.url("ontology/"))
+    monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", http_server.url("csv/"))
+    return http_server
