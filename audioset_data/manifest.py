@@ -1,0 +1,266 @@
+"""The download manifest: one SQLite row per segment, the source of truth for resume.
+
+Each segment has a status (``pending``, ``ok``, ``failed``), the failure reason, whether that
+failure is permanent, the number of attempts, and where its audio lives (file and row). The
+manifest also lists every HDF5 file it references with its row count, so a reader can check
+that nothing is missing. SQLite transactions make every update atomic: a process killed at any
+moment leaves the last committed state, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .config import PathLike
+from .errors import CacheError
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("pending", "ok", "failed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS clips (
+    key TEXT PRIMARY KEY,
+    ytid TEXT NOT NULL,
+    start REAL NOT NULL,
+    end_ REAL NOT NULL,
+    labels TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'ok', 'failed')),
+    reason TEXT,
+    permanent INTEGER NOT NULL DEFAULT 0,
+    detail TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    file TEXT,
+    row INTEGER,
+    length INTEGER,
+    updated REAL
+);
+CREATE INDEX IF NOT EXISTS clips_status ON clips (status);
+CREATE INDEX IF NOT EXISTS clips_file ON clips (file);
+CREATE TABLE IF NOT EXISTS files (
+    name TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('batch', 'shard')),
+    n_rows INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+def clip_key(ytid: str, start: float) -> str:
+    """Stable key of a segment: the id and the start time in milliseconds."""
+    return f"{ytid}_{round(float(start) * 1000)}"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one cached clip lives: its key, file, row and true length in samples."""
+
+    key: str
+    file: str
+    row: int
+    length: int
+
+
+class Manifest:
+    """A SQLite manifest of one cache folder.
+
+    Open with :meth:`open`; close with :meth:`close` or use it as a context manager.
+    """
+
+    def __init__(self, path: PathLike, conn: sqlite3.Connection):
+        self.path = Path(path)
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: PathLike, *, create: bool = True) -> Manifest:
+        """Open (and create if asked) the manifest at ``path``."""
+        path = Path(path)
+        if not create and not path.is_file():
+            raise CacheError(f"manifest {str(path)!r} does not exist")
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if version is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(version[0]) != SCHEMA_VERSION:
+                raise CacheError(
+                    f"manifest {str(path)!r} has schema {version[0]}, this version reads "
+                    f"{SCHEMA_VERSION}"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"manifest {str(path)!r} cannot be read: {exc}") from exc
+        return cls(path, conn)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All statements inside commit together or not at all."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- settings ---------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        """A stored setting (sample rate, format, label index), or None."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def check_or_set_meta(self, values: dict[str, str]) -> None:
+        """Store settings on first use; on later use refuse settings that differ."""
+        with self.transaction() as conn:
+            for key, value in values.items():
+                old = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+                if old is None:
+                    conn.execute("INSERT INTO meta VALUES (?, ?)", (key, value))
+                elif old[0] != value:
+                    raise CacheError(
+                        f"cache {str(self.path.parent)!r} was made with {key}={old[0]}, "
+                        f"not {value}; use another root or the same setting"
+                    )
+
+    # -- segments ---------------------------------------------------------------------------
+    def add_segments(
+        self, rows: Iterable[tuple[str, str, float, float, str]]
+    ) -> int:
+        """Insert ``(key, ytid, start, end, labels)`` rows as pending; existing keys are kept.
+
+        Returns the number of new rows.
+        """
+        with self.transaction() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO clips (key, ytid, start, end_, labels) VALUES (?,?,?,?,?)",
+                rows,
+            )
+            return conn.total_changes - before
+
+    def statuses(self, keys: Sequence[str] | None = None) -> pd.DataFrame:
+        """Key, status, reason, permanent and attempts, for ``keys`` or every segment."""
+        cols = "key, ytid, start, end_ AS end, labels, status, reason, permanent, attempts"
+        if keys is None:
+            return pd.read_sql_query(f"SELECT {cols} FROM clips", self._conn)  # noqa: S608
+        frames = []
+        keys = list(keys)
+        for i in range(0, len(keys), 900):
+            chunk = keys[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            frames.append(pd.read_sql_query(
+                f"SELECT {cols} FROM clips WHERE key IN ({marks})",  # noqa: S608
+                self._conn, params=chunk,
+            ))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def table(self) -> pd.DataFrame:
+        """The whole manifest as a DataFrame (one row per segment)."""
+        return pd.read_sql_query(
+            "SELECT key, ytid, start, end_ AS end, labels, status, reason, permanent, detail, "
+            "attempts, file, row, length, updated FROM clips ORDER BY rowid",
+            self._conn,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Number of segments per status."""
+        out = dict.fromkeys(STATUSES, 0)
+        for status, n in self._conn.execute("SELECT status, COUNT(*) FROM clips GROUP BY status"):
+            out[status] = n
+        return out
+
+    def mark_failed(
+        self, key: str, reason: str, permanent: bool, detail: str = "", attempts: int = 1
+    ) -> None:
+        """Record a failure (and the attempts it took) for one segment."""
+        with self.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE clips SET status='failed', reason=?, permanent=?, detail=?, "
+                "attempts=attempts+?, file=NULL, row=NULL, updated=? WHERE key=?",
+                (reason, int(permanent), detail[:2000], attempts, time.time(), key),
+            )
+            if cur.rowcount != 1:
+                raise CacheError(f"segment {key!r} is not in manifest {str(self.path)!r}")
+
+    def commit_batch(
+        self, file: str, placements: Sequence[Placement], attempts: Sequence[int]
+    ) -> None:
+        """Register a published batch file and mark its clips ``ok`` in one transaction."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO files (name, kind, n_rows, created) VALUES (?, 'batch', ?, ?)",
+                (file, len(placements), now),
+            )
+            conn.executemany(
+                "UPDATE clips SET status='ok', reason=NULL, permanent=0, detail=NULL, "
+                "attempts=attempts+?, file=?, row=?, length=?, updated=? WHERE key=?",
+                [(a, p.file, p.row, p.length, now, p.key)
+                 for p, a in zip(placements, attempts, strict=True)],
+            )
+
+    def replace_files(
+        self,
+        old: Sequence[str],
+        new: Sequence[tuple[str, str, int]],
+        placements: Sequence[Placement],
+    ) -> None:
+        """After compaction: register ``new`` ``(name, kind, n_rows)`` files, point clips at
+        them and forget the ``old`` files, all in one transaction."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO files (name, kind, n_rows, created) VALUES (?, ?, ?, ?)",
+                [(name, kind, n, now) for name, kind, n in new],
+            )
+            conn.executemany(
+                "UPDATE clips SET file=?, row=? WHERE key=?",
+                [(p.file, p.row, p.key) for p in placements],
+            )
+            marks = ",".join("?" * len(old))
+            conn.execute(f"DELETE FROM files WHERE name IN ({marks})", list(old))  # noqa: S608
+
+    def reset(self, keys: Iterable[str]) -> None:
+        """Send segments back to ``pending`` (their audio, if any, is dropped from the index)."""
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE clips SET status='pending', file=NULL, row=NULL, length=NULL WHERE key=?",
+                [(k,) for k in keys],
+            )
+
+    def files(self) -> pd.DataFrame:
+        """Every HDF5 file the manifest references, with kind and row count."""
+        return pd.read_sql_query(
+            "SELECT name, kind, n_rows, created FROM files ORDER BY created, name", self._conn
+        )
+
+    def placements(self) -> pd.DataFrame:
+        """``key, ytid, start, end, labels, file, row, length`` of every ``ok`` clip."""
+        return pd.read_sql_query(
+            "SELECT key, ytid, start, end_ AS end, labels, file, row, length FROM clips "
+            "WHERE status='ok' ORDER BY file, row",
+            self._conn,
+        )
+
+
+__all__ = ["Manifest", "Placement", "STATUSES", "clip_key"]
