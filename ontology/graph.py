@@ -1,0 +1,822 @@
+"""The AudioSet ontology as a read-only mapping over a directed acyclic graph.
+
+``ontology.json`` lists 632 sound classes; each names its children, so the hierarchy is a DAG
+(some classes have up to four parents), not a tree. :class:`Ontology` validates the file, keeps
+both edge directions in a private :class:`networkx.DiGraph` (parent → child) and answers the
+usual questions (ancestors, descendants, paths to a root, lowest common ancestors) from
+precomputed closures, so queries in training loops cost a dictionary look-up.
+
+Examples
+--------
+>>> onto = Ontology.from_records([
+...     {"id": "/a", "name": "Animal", "child_ids": ["/d", "/p"], "restrictions": ["abstract"]},
+...     {"id": "/p", "name": "Domestic animals, pets", "child_ids": ["/d"]},
+...     {"id": "/d", "name": "Dog", "child_ids": []},
+... ])
+>>> len(onto), onto.roots(), sorted(onto.ancestors("Dog"))
+(3, ['/a'], ['/a', '/p'])
+>>> onto.paths_to_root("/d")
+[['/a', '/d'], ['/a', '/p', '/d']]
+>>> onto.depth("Dog"), onto.depth("Dog", how="max")
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+
+from audioset_data.config import PathLike
+from audioset_data.errors import OntologyError, UnknownClassError
+
+logger = logging.getLogger(__name__)
+
+#: Restrictions the ontology format defines.
+KNOWN_RESTRICTIONS = frozenset({"abstract", "blacklist"})
+#: Fields every entry must have; the others default to empty values when absent.
+REQUIRED_FIELDS = ("id", "name", "child_ids")
+#: Refuse files larger than this many bytes (the official file is 342,780 bytes).
+DEFAULT_MAX_BYTES = 64 * 1024**2
+#: Refuse inputs with more entries than this (the official file has 632).
+DEFAULT_MAX_ENTRIES = 100_000
+
+_STRING_FIELDS = ("id", "name", "description", "citation_uri")
+_LIST_FIELDS = ("positive_examples", "child_ids", "restrictions")
+
+
+class PositiveExample(NamedTuple):
+    """One confirmed positive example: a segment of a YouTube video, in seconds."""
+
+    youtube_id: str
+    start_s: float
+    end_s: float
+
+
+def parse_example(text: str) -> PositiveExample:
+    """Parse a positive-example address such as ``youtu.be/8uI9H5jGRV8?start=30&end=40``.
+
+    ``youtube.com/watch?v=ID`` addresses (with or without a scheme) are accepted as well. A
+    missing ``start`` means 0 and a missing ``end`` means ``start + 10`` (AudioSet segments are
+    10 s long).
+
+    Raises
+    ------
+    OntologyError
+        The text is not a recognisable YouTube segment address.
+
+    Examples
+    --------
+    >>> parse_example("youtu.be/8uI9H5jGRV8?start=30&end=40")
+    PositiveExample(youtube_id='8uI9H5jGRV8', start_s=30.0, end_s=40.0)
+    """
+    if not isinstance(text, str):
+        raise OntologyError(f"positive example {text!r} is not a string")
+    url = text.strip()
+    parts = urlsplit(url if "//" in url else "//" + url)
+    host = (parts.hostname or "").lower().removeprefix("www.").removeprefix("m.")
+    query = parse_qs(parts.query)
+    if host == "youtu.be":
+        vid = parts.path.strip("/")
+    elif host == "youtube.com" and parts.path.rstrip("/") == "/watch":
+        vid = (query.get("v") or [""])[0]
+    else:
+        raise OntologyError(f"positive example {text!r} is not a youtu.be or youtube.com address")
+    if not vid or "/" in vid:
+        raise OntologyError(f"positive example {text!r} has no video id")
+    try:
+        start = float((query.get("start") or ["0"])[0])
+        end = float(query["end"][0]) if "end" in query else start + 10.0
+    except ValueError:
+        raise OntologyError(f"positive example {text!r}: start/end are not numbers") from None
+    if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
+        raise OntologyError(f"positive example {text!r}: need 0 <= start < end")
+    return PositiveExample(vid, start, end)
+
+
+@dataclass(frozen=True)
+class OntologyClass:
+    """One sound class, with the fields of ``ontology.json`` (lists become tuples/sets)."""
+
+    id: str
+    name: str
+    description: str = ""
+    citation_uri: str = ""
+    positive_examples: tuple[str, ...] = ()
+    child_ids: tuple[str, ...] = ()
+    restrictions: frozenset[str] = frozenset()
+
+    @property
+    def examples(self) -> tuple[PositiveExample, ...]:
+        """Positive examples parsed into ``(youtube_id, start_s, end_s)`` tuples."""
+        return tuple(parse_example(u) for u in self.positive_examples)
+
+    @property
+    def abstract(self) -> bool:
+        """True for container classes that have no examples of their own."""
+        return "abstract" in self.restrictions
+
+    @property
+    def blacklisted(self) -> bool:
+        """True for classes that were excluded from rating."""
+        return "blacklist" in self.restrictions
+
+    def to_record(self) -> dict[str, Any]:
+        """The class as an ``ontology.json`` entry (restrictions sorted)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "citation_uri": self.citation_uri,
+            "positive_examples": list(self.positive_examples),
+            "child_ids": list(self.child_ids),
+            "restrictions": sorted(self.restrictions),
+        }
+
+
+def _label(entry: Any, position: int) -> str:
+    """How to name an entry in an error message: its id when it has a usable one."""
+    if isinstance(entry, dict) and isinstance(entry.get("id"), str) and entry["id"]:
+        return f"entry {position} (id {entry['id']!r})"
+    return f"entry {position}"
+
+
+def _parse_entry(entry: Any, position: int, source: str) -> OntologyClass:
+    where = f"{source}: {_label(entry, position)}"
+    if not isinstance(entry, dict):
+        raise OntologyError(f"{where}: is a {type(entry).__name__}, expected an object")
+    missing = [f for f in REQUIRED_FIELDS if f not in entry]
+    if missing:
+        raise OntologyError(f"{where}: missing field(s) {', '.join(missing)}")
+    for field in _STRING_FIELDS:
+        value = entry.get(field, "")
+        if not isinstance(value, str):
+            raise OntologyError(
+                f"{where}: field {field!r} is a {type(value).__name__}, expected a string"
+            )
+    if not entry["id"].strip():
+        raise OntologyError(f"{where}: field 'id' is empty")
+    lists: dict[str, tuple[str, ...]] = {}
+    for field in _LIST_FIELDS:
+        value = entry.get(field, [])
+        if not isinstance(value, list):
+            raise OntologyError(
+                f"{where}: field {field!r} is a {type(value).__name__}, expected a list"
+            )
+        for item in value:
+            if not isinstance(item, str):
+                raise OntologyError(
+                    f"{where}: field {field!r} holds {item!r}, expected strings only"
+                )
+        lists[field] = tuple(value)
+    unknown = set(lists["restrictions"]) - KNOWN_RESTRICTIONS
+    if unknown:
+        raise OntologyError(
+            f"{where}: unknown restriction(s) {', '.join(sorted(map(repr, unknown)))}; "
+            f"known: {', '.join(sorted(KNOWN_RESTRICTIONS))}"
+        )
+    for url in lists["positive_examples"]:
+        try:
+            parse_example(url)
+        except OntologyError as exc:
+            raise OntologyError(f"{where}: {exc}") from None
+    children = tuple(dict.fromkeys(lists["child_ids"]))  # a repeated child adds nothing
+    return OntologyClass(
+        id=entry["id"],
+        name=entry["name"],
+        description=entry.get("description", ""),
+        citation_uri=entry.get("citation_uri", ""),
+        positive_examples=lists["positive_examples"],
+        child_ids=children,
+        restrictions=frozenset(lists["restrictions"]),
+    )
+
+
+class Ontology(Mapping[str, OntologyClass]):
+    """The AudioSet ontology: a read-only mapping ``id -> OntologyClass`` over a DAG.
+
+    Build one with :meth:`load` (verified official file, cached), :meth:`from_file`,
+    :meth:`from_json_text` or :meth:`from_records`. Every query that takes a class accepts an
+    id or a display name (see :meth:`resolve`). The object is immutable once built.
+
+    Parameters
+    ----------
+    records
+        Entries in the ``ontology.json`` format (``id``, ``name`` and ``child_ids`` are
+        required; ``description``, ``citation_uri``, ``positive_examples`` and
+        ``restrictions`` default to empty).
+    source
+        Where the records came from; error messages and ``repr`` name it.
+    max_entries
+        Refuse inputs with more entries than this.
+
+    Raises
+    ------
+    OntologyError
+        The records are malformed: the message names the source, the entry and the problem.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Any],
+        source: str = "<records>",
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        if not isinstance(records, list | tuple):
+            raise OntologyError(
+                f"{source}: the top level is a {type(records).__name__}, expected a list of "
+                "class objects"
+            )
+        if len(records) > max_entries:
+            raise OntologyError(
+                f"{source}: {len(records)} entries is over the limit of {max_entries} "
+                "(raise max_entries to accept it)"
+            )
+        classes: dict[str, OntologyClass] = {}
+        positions: dict[str, int] = {}
+        for position, entry in enumerate(records):
+            cls = _parse_entry(entry, position, source)
+            if cls.id in classes:
+                raise OntologyError(
+                    f"{source}: entry {position}: duplicate id {cls.id!r} "
+                    f"(first defined by entry {positions[cls.id]})"
+                )
+            classes[cls.id] = cls
+            positions[cls.id] = position
+
+        graph = nx.DiGraph(source=source)
+        for cls in classes.values():
+            graph.add_node(cls.id, **_node_attrs(cls))
+        for cls in classes.values():
+            for child in cls.child_ids:
+                if child not in classes:
+                    raise OntologyError(
+                        f"{source}: entry {positions[cls.id]} (id {cls.id!r}, "
+                        f"{cls.name!r}): child id {child!r} is not defined in the ontology"
+                    )
+                graph.add_edge(cls.id, child)
+        try:
+            cycle = nx.find_cycle(graph)
+        except nx.NetworkXNoCycle:
+            cycle = None
+        if cycle:
+            ids = [u for u, _ in cycle] + [cycle[0][0]]
+            raise OntologyError(
+                f"{source}: the child links form a cycle: {' -> '.join(ids)} "
+                f"(at id {cycle[0][0]!r})"
+            )
+
+        by_name: dict[str, str] = {}
+        by_folded: dict[str, str] = {}
+        for cls in classes.values():
+            if cls.name in by_name:
+                logger.warning("%s: name %r is used by %s and %s; look-ups by name return %s",
+                               source, cls.name, by_name[cls.name], cls.id, by_name[cls.name])
+            by_name.setdefault(cls.name, cls.id)
+            by_folded.setdefault(cls.name.casefold(), cls.id)
+
+        # everything validated: assign at once, so a failed build leaves nothing half-loaded
+        self.source = source
+        self._classes = classes
+        self._graph = graph
+        self._by_name = by_name
+        self._by_folded = by_folded
+        self._order = {cid: i for i, cid in enumerate(classes)}
+        self._ids = tuple(classes)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Any],
+        source: str = "<records>",
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> Ontology:
+        """Build from a list of dicts in the ``ontology.json`` format."""
+        return cls(records, source, max_entries=max_entries)
+
+    @classmethod
+    def from_json_text(
+        cls,
+        text: str | bytes,
+        source: str = "<text>",
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> Ontology:
+        """Parse JSON text; a syntax error is reported with its line and column."""
+        if len(text) > max_bytes:
+            raise OntologyError(
+                f"{source}: {len(text)} bytes is over the limit of {max_bytes} "
+                "(raise max_bytes to accept it)"
+            )
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8-sig")
+            except UnicodeDecodeError as exc:
+                raise OntologyError(f"{source}: not UTF-8 text ({exc})") from None
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OntologyError(
+                f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+        except RecursionError:
+            raise OntologyError(f"{source}: JSON nested too deeply") from None
+        return cls(records, source, max_entries=max_entries)
+
+    @classmethod
+    def from_file(
+        cls,
+        path: PathLike,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> Ontology:
+        """Read and validate an ``ontology.json`` file.
+
+        Raises
+        ------
+        OntologyError
+            The file is missing, too large, not UTF-8 JSON, or not a valid ontology.
+        """
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise OntologyError(f"ontology file {str(path)!r} does not exist") from None
+        if size > max_bytes:
+            raise OntologyError(
+                f"{path}: {size} bytes is over the limit of {max_bytes} "
+                "(raise max_bytes to accept it)"
+            )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise OntologyError(f"{path}: cannot be read ({exc})") from None
+        return cls.from_json_text(data, source=str(path), max_bytes=max_bytes,
+                                  max_entries=max_entries)
+
+    @classmethod
+    def load(
+        cls,
+        root: PathLike | None = None,
+        base_url: str | None = None,
+        force: bool = False,
+        accept_new_upstream: bool = False,
+        *,
+        progress: bool = True,
+    ) -> Ontology:
+        """Fetch (or reuse the verified cached) official ``ontology.json`` and load it.
+
+        After the first call the file comes from the cache under the data root, so this works
+        offline; a corrupted cached copy is detected by its checksum and fetched again.
+
+        Parameters
+        ----------
+        root
+            Data root (default ``$AUDIOSET_DATA_HOME`` or the user cache folder).
+        base_url
+            Mirror address replacing the official one (also ``$AUDIOSET_ONTOLOGY_BASE_URL``).
+        force
+            Fetch again even when a verified copy is cached.
+        accept_new_upstream
+            Accept a file whose checksum differs from the pinned release.
+        progress
+            Show a download progress bar.
+        """
+        from audioset_data.remote import fetch
+
+        path = fetch("ontology", root=root, base_url=base_url, force=force,
+                     accept_new_upstream=accept_new_upstream, progress=progress)
+        return cls.from_file(path)
+
+    @classmethod
+    def from_node_link(cls, data: Mapping[str, Any] | PathLike) -> Ontology:
+        """Rebuild from the output of :meth:`to_node_link` (a dict or a JSON file path)."""
+        source = "<node-link>"
+        if not isinstance(data, Mapping):
+            source = str(data)
+            try:
+                data = json.loads(Path(data).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise OntologyError(f"{source}: not a readable node-link JSON file ({exc})") \
+                    from None
+        if not isinstance(data, Mapping) or not isinstance(data.get("nodes"), list):
+            raise OntologyError(f"{source}: not node-link data (no 'nodes' list)")
+        nodes = data["nodes"]
+        children: dict[str, list[str]] = {}
+        for link in data.get("links", []):
+            if isinstance(link, Mapping):
+                children.setdefault(link.get("source"), []).append(link.get("target"))
+        records = []
+        for node in nodes:
+            if not isinstance(node, Mapping):
+                raise OntologyError(f"{source}: node {node!r} is not an object")
+            record = {k: node[k] for k in ("id", "name", "description", "citation_uri",
+                                           "positive_examples", "restrictions") if k in node}
+            record["child_ids"] = node.get("child_ids", children.get(node.get("id"), []))
+            records.append(record)
+        return cls(records, source)
+
+    # ------------------------------------------------------------------ mapping protocol
+    def __getitem__(self, key: str) -> OntologyClass:
+        try:
+            return self._classes[key]
+        except (KeyError, TypeError):
+            raise UnknownClassError(self._unknown_message(key)) from None
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return key in self._classes
+        except TypeError:
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __repr__(self) -> str:
+        return f"Ontology({len(self)} classes, {len(self.roots())} roots, from {self.source})"
+
+    # ------------------------------------------------------------------ look-ups
+    def resolve(self, key: str) -> str:
+        """Return the id for an id, an exact display name, or a case-insensitive name.
+
+        Raises
+        ------
+        UnknownClassError
+            Nothing matches; the message lists close names.
+
+        Examples
+        --------
+        >>> onto = Ontology.from_records([{"id": "/d", "name": "Dog", "child_ids": []}])
+        >>> onto.resolve("/d"), onto.resolve("Dog"), onto.resolve("dOG")
+        ('/d', '/d', '/d')
+        >>> onto.resolve("Dgo")
+        Traceback (most recent call last):
+        ...
+        audioset_data.errors.UnknownClassError: unknown class 'Dgo'; close names: 'Dog' (/d)
+        """
+        if isinstance(key, str):
+            if key in self._classes:
+                return key
+            found = self._by_name.get(key) or self._by_folded.get(key.strip().casefold())
+            if found is not None:
+                return found
+        raise UnknownClassError(self._unknown_message(key))
+
+    def _unknown_message(self, key: object) -> str:
+        msg = f"unknown class {key!r}"
+        if isinstance(key, str) and key:
+            folded = {n.casefold(): n for n in self._by_name}
+            close = difflib.get_close_matches(key.casefold(), list(folded), n=5, cutoff=0.6)
+            ids = [self._by_name[folded[c]] for c in close]
+            for word in sorted(set(key.casefold().replace(",", " ").split()), key=len,
+                               reverse=True):
+                if len(word) >= 3:
+                    ids.extend(h for h in self.search(word) if h not in ids)
+            if ids:
+                names = ", ".join(f"{self._classes[h].name!r} ({h})" for h in ids[:5])
+                return f"{msg}; close names: {names}"
+        return f"{msg}; no close names (try a search)"
+
+    def by_name(self, name: str) -> OntologyClass:
+        """The class with this display name (exact, else case-insensitive)."""
+        found = self._by_name.get(name) if isinstance(name, str) else None
+        if found is None and isinstance(name, str):
+            found = self._by_folded.get(name.strip().casefold())
+        if found is None:
+            raise UnknownClassError(self._unknown_message(name))
+        return self._classes[found]
+
+    def search(self, text: str) -> list[str]:
+        """Ids whose name contains ``text`` (case-insensitive).
+
+        Exact matches come first, then names starting with ``text``, then the rest, each in
+        file order.
+
+        Examples
+        --------
+        >>> onto = Ontology.from_records([
+        ...     {"id": "/c", "name": "Chewing, mastication", "child_ids": []},
+        ...     {"id": "/x", "name": "Mastication", "child_ids": []}])
+        >>> onto.search("MASTICATION")
+        ['/x', '/c']
+        """
+        needle = text.strip().casefold()
+        if not needle:
+            return []
+        ranked = []
+        for cid, cls in self._classes.items():
+            name = cls.name.casefold()
+            if needle in name:
+                rank = 0 if name == needle else 1 if name.startswith(needle) else 2
+                ranked.append((rank, self._order[cid], cid))
+        return [cid for *_, cid in sorted(ranked)]
+
+    # ------------------------------------------------------------------ graph queries
+    @property
+    def graph(self) -> nx.DiGraph:
+        """A frozen copy of the graph (edges parent → child, JSON fields as node attributes).
+
+        Lists are stored as tuples and ``restrictions`` as a sorted tuple. Each access makes a
+        fresh copy (about a millisecond); keep it in a variable for repeated use.
+        """
+        return nx.freeze(self._graph.copy())
+
+    def parents(self, key: str) -> list[str]:
+        """Direct parents, in file order."""
+        cid = self.resolve(key)
+        return sorted(self._graph.predecessors(cid), key=self._order.__getitem__)
+
+    def children(self, key: str) -> list[str]:
+        """Direct children, in the order the file lists them."""
+        return list(self._classes[self.resolve(key)].child_ids)
+
+    def ancestors(self, key: str, with_self: bool = False) -> set[str]:
+        """All classes above ``key`` (through every parent)."""
+        cid = self.resolve(key)
+        out = set(self._ancestors[cid])
+        if with_self:
+            out.add(cid)
+        return out
+
+    def descendants(self, key: str, with_self: bool = False) -> set[str]:
+        """All classes below ``key``."""
+        cid = self.resolve(key)
+        out = set(self._descendants[cid])
+        if with_self:
+            out.add(cid)
+        return out
+
+    def roots(self) -> list[str]:
+        """Classes with no parent, in file order."""
+        return [c for c in self._ids if self._graph.in_degree(c) == 0]
+
+    def leaves(self, under: str | None = None) -> list[str]:
+        """Classes with no child, in file order; only those at or below ``under`` if given."""
+        pool: Iterable[str] = self._ids
+        if under is not None:
+            below = self.descendants(under, with_self=True)
+            pool = (c for c in self._ids if c in below)
+        return [c for c in pool if not self._classes[c].child_ids]
+
+    def depth(self, key: str, how: Literal["min", "max"] = "min") -> int:
+        """Level of a class, a root being 1.
+
+        A class with several parents can sit at several levels; ``how="min"`` (the default)
+        counts the shortest path from a root, ``how="max"`` the longest.
+        """
+        cid = self.resolve(key)
+        if how == "min":
+            return self._depths[0][cid]
+        if how == "max":
+            return self._depths[1][cid]
+        raise ValueError(f"how must be 'min' or 'max', not {how!r}")
+
+    def paths_to_root(self, key: str) -> list[list[str]]:
+        """Every path from a root down to ``key`` (root first, ``key`` last), shortest first."""
+        cid = self.resolve(key)
+        memo: dict[str, list[list[str]]] = {}
+
+        def walk(node: str) -> list[list[str]]:
+            if node not in memo:
+                ups = self._graph.predecessors(node)
+                memo[node] = [p + [node] for up in ups for p in walk(up)] or [[node]]
+            return memo[node]
+
+        return sorted(walk(cid), key=lambda p: (len(p), [self._order[c] for c in p]))
+
+    def lowest_common_ancestors(self, a: str, b: str) -> set[str]:
+        """Deepest classes that are ancestors (or self) of both; empty if none are shared.
+
+        In a DAG there can be several; none of the returned classes is an ancestor of another.
+        """
+        common = self.ancestors(a, with_self=True) & self.ancestors(b, with_self=True)
+        return {c for c in common if not (self._descendants[c] & common)}
+
+    def is_abstract(self, key: str) -> bool:
+        """True when the class carries the ``abstract`` restriction."""
+        return self._classes[self.resolve(key)].abstract
+
+    def is_blacklisted(self, key: str) -> bool:
+        """True when the class carries the ``blacklist`` restriction."""
+        return self._classes[self.resolve(key)].blacklisted
+
+    def filter(self, abstract: bool | None = None, blacklist: bool | None = None) -> list[str]:
+        """Ids (file order) matching the restriction flags; ``None`` means either."""
+        return [
+            c for c, cls in self._classes.items()
+            if (abstract is None or cls.abstract == abstract)
+            and (blacklist is None or cls.blacklisted == blacklist)
+        ]
+
+    def subtree(self, key: str) -> Ontology:
+        """A new ontology holding ``key`` and everything below it (``key`` is its only root)."""
+        cid = self.resolve(key)
+        keep = self._descendants[cid] | {cid}
+        records = [self._classes[c].to_record() for c in self._ids if c in keep]
+        return type(self)(records, f"{self.source} [subtree {cid}]")
+
+    # ------------------------------------------------------------------ matrices
+    @cached_property
+    def _topo(self) -> list[str]:
+        return list(nx.lexicographical_topological_sort(self._graph, key=self._order.__getitem__))
+
+    @cached_property
+    def _ancestors(self) -> dict[str, frozenset[str]]:
+        anc: dict[str, frozenset[str]] = {}
+        for node in self._topo:
+            ups = list(self._graph.predecessors(node))
+            anc[node] = frozenset().union(*(anc[p] | {p} for p in ups))
+        return anc
+
+    @cached_property
+    def _descendants(self) -> dict[str, frozenset[str]]:
+        desc: dict[str, frozenset[str]] = {}
+        for node in reversed(self._topo):
+            downs = self._classes[node].child_ids
+            desc[node] = frozenset().union(*(desc[c] | {c} for c in downs))
+        return desc
+
+    @cached_property
+    def _depths(self) -> tuple[dict[str, int], dict[str, int]]:
+        shallow: dict[str, int] = {}
+        deep: dict[str, int] = {}
+        for node in self._topo:
+            ups = list(self._graph.predecessors(node))
+            shallow[node] = 1 + min((shallow[p] for p in ups), default=0)
+            deep[node] = 1 + max((deep[p] for p in ups), default=0)
+        return shallow, deep
+
+    @cached_property
+    def _closure(self) -> sp.csr_array:
+        """``C[i, j]`` true when class j is an ancestor of class i (file order), or i == j."""
+        rows: list[int] = []
+        cols: list[int] = []
+        for cid, ups in self._ancestors.items():
+            i = self._order[cid]
+            rows.append(i)
+            cols.append(i)
+            rows.extend([i] * len(ups))
+            cols.extend(self._order[u] for u in ups)
+        n = len(self)
+        data = np.ones(len(rows), dtype=bool)
+        return sp.csr_array((data, (np.asarray(rows), np.asarray(cols))), shape=(n, n))
+
+    def _positions(self, keys: Iterable[str]) -> np.ndarray:
+        order = self._order
+        return np.fromiter(
+            (order[k] if k in order else order[self.resolve(k)] for k in keys), dtype=np.int64
+        )
+
+    def ancestor_matrix(
+        self,
+        row_ids: Iterable[str],
+        col_ids: Iterable[str] | None = None,
+        with_self: bool = True,
+    ) -> sp.csr_array:
+        """Boolean matrix ``M`` with ``M[i, j]`` true when ``col_ids[j]`` is an ancestor of
+        ``row_ids[i]`` (or the same class, when ``with_self``).
+
+        With a clip × label matrix ``Y`` whose columns follow ``col_ids`` = ``row_ids``,
+        ``Y @ M`` marks every labelled ancestor too (label propagation in one sparse product).
+
+        Examples
+        --------
+        >>> onto = Ontology.from_records([
+        ...     {"id": "/a", "name": "Animal", "child_ids": ["/d"]},
+        ...     {"id": "/d", "name": "Dog", "child_ids": []}])
+        >>> onto.ancestor_matrix(["/a", "Dog"]).toarray()
+        array([[ True, False],
+               [ True,  True]])
+        """
+        rows = self._positions(row_ids)
+        cols = rows if col_ids is None else self._positions(col_ids)
+        closure = self._closure
+        if not with_self:
+            closure = closure - sp.eye_array(len(self), dtype=bool, format="csr")
+        out = closure[rows][:, cols]
+        return sp.csr_array(out, dtype=bool)
+
+    # ------------------------------------------------------------------ export
+    def to_records(self) -> list[dict[str, Any]]:
+        """The ontology as ``ontology.json`` entries (``from_records`` reads them back)."""
+        return [cls.to_record() for cls in self._classes.values()]
+
+    def to_frame(self, labels: Any = None):  # -> pandas.DataFrame
+        """One row per class: id, name, depths, parents, children, restrictions, counts.
+
+        Parameters
+        ----------
+        labels
+            Optional label index (anything with ``__contains__`` and ``index(mid)``, such as
+            :class:`audioset_data.labels.LabelIndex`): adds a nullable ``label_index`` column.
+        """
+        import pandas as pd
+
+        shallow, deep = self._depths
+        rows = []
+        for cid, cls in self._classes.items():
+            parents = self.parents(cid)
+            rows.append({
+                "id": cid,
+                "name": cls.name,
+                "depth": shallow[cid],
+                "max_depth": deep[cid],
+                "parents": parents,
+                "n_parents": len(parents),
+                "children": list(cls.child_ids),
+                "n_children": len(cls.child_ids),
+                "n_descendants": len(self._descendants[cid]),
+                "restrictions": sorted(cls.restrictions),
+                "abstract": cls.abstract,
+                "blacklist": cls.blacklisted,
+                "n_positive_examples": len(cls.positive_examples),
+                "description": cls.description,
+                "citation_uri": cls.citation_uri,
+            })
+        frame = pd.DataFrame(rows)
+        if labels is not None:
+            frame["label_index"] = pd.array(
+                [labels.index(c) if c in labels else None for c in frame["id"]], dtype="Int64"
+            )
+        return frame
+
+    def _flat_graph(self) -> nx.DiGraph:
+        """Copy with list attributes joined by spaces (ids, urls and restrictions have none)."""
+        flat = nx.DiGraph(source=self.source)
+        for cid, attrs in self._graph.nodes(data=True):
+            flat.add_node(cid, **{
+                k: " ".join(v) if isinstance(v, tuple) else v for k, v in attrs.items()
+            })
+        flat.add_edges_from(self._graph.edges)
+        return flat
+
+    def to_graphml(self, path: PathLike) -> Path:
+        """Write GraphML (edges parent → child; list fields joined by single spaces)."""
+        path = Path(path)
+        nx.write_graphml(self._flat_graph(), path)
+        return path
+
+    def to_node_link(self, path: PathLike | None = None) -> dict[str, Any] | Path:
+        """Node-link data (``nodes`` and ``links``), JSON-serialisable; written to ``path``
+        and the path returned when given, else the dict returned."""
+        data = nx.node_link_data(self._graph, edges="links")
+        for node in data["nodes"]:
+            for key, value in node.items():
+                if isinstance(value, tuple):
+                    node[key] = list(value)
+        if path is None:
+            return data
+        path = Path(path)
+        path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        return path
+
+    def plot_subtree(self, root: str | None, path: PathLike, depth: int | None = None,
+                     **kwargs: Any) -> Path:
+        """Draw ``root`` and its descendants (all roots when ``None``) to a PNG file.
+
+        See :func:`audioset_data.ontology.plot.plot_subtree` for the options.
+        """
+        from .plot import plot_subtree
+
+        return plot_subtree(self, root, path, depth=depth, **kwargs)
+
+
+def _node_attrs(cls: OntologyClass) -> dict[str, Any]:
+    return {
+        "name": cls.name,
+        "description": cls.description,
+        "citation_uri": cls.citation_uri,
+        "positive_examples": cls.positive_examples,
+        "child_ids": cls.child_ids,
+        "restrictions": tuple(sorted(cls.restrictions)),
+    }
+
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_ENTRIES",
+    "KNOWN_RESTRICTIONS",
+    "Ontology",
+    "OntologyClass",
+    "PositiveExample",
+    "parse_example",
+]
