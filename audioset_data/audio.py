@@ -1,0 +1,488 @@
+"""ffmpeg: where it is, reading a time range of any media address as mono int16 PCM, and the
+compact codecs of the store.
+
+Every call runs ffmpeg as a subprocess with an argument list (never a shell). Inputs are full
+URLs or ``file:`` absolute paths and outputs are ``pipe:`` streams, so no id or path can ever be
+read as an option, even one that starts with ``-``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import PathLike
+from .errors import ConfigError, DownloadError
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the ffmpeg binary to use.
+FFMPEG_ENV = "AUDIOSET_FFMPEG"
+
+#: Codecs :func:`encode_audio` can write: (ffmpeg encoder arguments, container format).
+CODECS: dict[str, tuple[tuple[str, ...], str]] = {
+    "flac": (("-c:a", "flac", "-compression_level", "5"), "flac"),
+    "opus": (("-c:a", "libopus", "-b:a", "64k", "-application", "audio"), "ogg"),
+    "mp3": (("-c:a", "libmp3lame", "-q:a", "2"), "mp3"),
+}
+
+#: Sample rates the Opus encoder accepts; others are resampled to 48 kHz before encoding.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_BYTES_READ = re.compile(r"Statistics: (\d+) bytes read")
+_HTTP_STATUS = re.compile(r"Server returned (\d{3})|HTTP error (\d{3})")
+#: Log lines that show the input ended before the server said it would.
+_TRUNCATION_HINTS = ("Stream ends prematurely", "Will reconnect", "Connection reset")
+
+
+def find_ffmpeg(explicit: PathLike | None = None) -> str:
+    """Return the path of the ffmpeg binary to use.
+
+    Resolution order: ``explicit``, then the ``AUDIOSET_FFMPEG`` environment variable, then
+    ``ffmpeg`` on ``PATH``, then the static binary bundled with ``imageio-ffmpeg`` (a
+    dependency, so this always succeeds on a normal install).
+
+    yt-dlp's own range download (used only as a fallback for streaming-manifest formats) looks
+    for ffmpeg through its ``ffmpeg_location`` setting or ``PATH``; the bundled binary has a
+    versioned file name, so :mod:`audioset_data.clip` hands the chosen path to yt-dlp explicitly
+    (see :func:`ffmpeg_dir`) instead of relying on ``PATH``.
+
+    Raises
+    ------
+    ConfigError
+        If an explicit path (argument or environment variable) does not exist, or no ffmpeg
+        can be found at all.
+    """
+    for value, origin in ((explicit, "argument ffmpeg"), (os.environ.get(FFMPEG_ENV), FFMPEG_ENV)):
+        if value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                found = shutil.which(str(value))
+                if found:
+                    return found
+                raise ConfigError(f"{origin}={str(value)!r}: no ffmpeg binary at that path")
+            return str(path.resolve())
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not available"
+        raise ConfigError(
+            f"no ffmpeg found: set {FFMPEG_ENV}, put ffmpeg on PATH or install imageio-ffmpeg "
+            f"({exc})"
+        ) from exc
+
+
+def ffmpeg_dir(ffmpeg: PathLike) -> Path:
+    """A folder holding ``ffmpeg`` (a link to ``ffmpeg``), for tools that look it up by name.
+
+    The folder lives in the system temp folder and is reused across calls.
+    """
+    ffmpeg = Path(ffmpeg).resolve()
+    if ffmpeg.name == "ffmpeg":
+        return ffmpeg.parent
+    key = f"{abs(hash(str(ffmpeg))) & 0xFFFFFFFF:08x}"
+    folder = Path(tempfile.gettempdir()) / f"audioset-data-ffmpeg-{os.getuid()}-{key}"
+    link = folder / "ffmpeg"
+    if not link.exists():
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = folder / f"ffmpeg.{os.getpid()}.{threading.get_ident()}"
+        try:
+            tmp.symlink_to(ffmpeg)
+        except OSError:
+            shutil.copy2(ffmpeg, tmp)
+        os.replace(tmp, link)
+    return folder
+
+
+@dataclass
+class DecodeResult:
+    """What :func:`decode_pcm` learned besides the samples."""
+
+    bytes_read: int | None
+    source_duration: float | None
+    stderr_tail: str
+
+
+class FFmpegError(DownloadError):
+    """ffmpeg failed; ``stderr`` holds the tail of its log, ``status`` an HTTP status if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stderr: str = "",
+        status: int | None = None,
+        kind: str = "error",
+    ):
+        super().__init__(message)
+        self.stderr = stderr
+        self.status = status
+        self.kind = kind  # "error", "timeout", "too_large", "truncated", "no_audio"
+
+
+def _input_arg(source: PathLike) -> tuple[str, bool]:
+    """``(ffmpeg input argument, is_network)`` for a URL or a local path."""
+    text = os.fspath(source)
+    if re.match(r"^(https?|ftp)://", text, re.IGNORECASE):
+        return text, True
+    if text.startswith("file:"):
+        text = text[5:]
+    return "file:" + str(Path(text).resolve()), False
+
+
+def _headers_arg(headers: Mapping[str, str] | None) -> list[str]:
+    if not headers:
+        return []
+    lines = []
+    for key, value in headers.items():
+        if "\r" in key or "\n" in key or "\r" in str(value) or "\n" in str(value):
+            raise DownloadError(f"HTTP header {key!r} contains a line break")
+        lines.append(f"{key}: {value}\r\n")
+    return ["-headers", "".join(lines)]
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    """The error-level lines of an ffmpeg log (or its last lines when there are none)."""
+    all_lines = [ln for ln in text.splitlines() if ln.strip()]
+    errors = [ln for ln in all_lines if "[error]" in ln or "[fatal]" in ln or "[warning]" in ln]
+    return "\n".join((errors or all_lines)[-lines:])
+
+
+def _run_capped(
+    args: list[str],
+    *,
+    timeout: float,
+    max_output: int,
+    stdin_data: bytes | None = None,
+) -> tuple[bytes, str, int, str | None]:
+    """Run ffmpeg, read stdout up to ``max_output`` bytes, kill it on timeout.
+
+    Returns ``(stdout, stderr, returncode, stop_reason)`` where ``stop_reason`` is ``None``,
+    ``"timeout"`` or ``"too_large"``.
+    """
+    proc = subprocess.Popen(
+        args,
+        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stop: list[str] = []
+    err_chunks: list[bytes] = []
+
+    def read_stderr() -> None:
+        for chunk in iter(lambda: proc.stderr.read(65536), b""):  # type: ignore[union-attr]
+            err_chunks.append(chunk)
+            if len(err_chunks) > 64:  # keep the tail only
+                del err_chunks[:32]
+
+    def feed_stdin() -> None:
+        try:
+            proc.stdin.write(stdin_data)  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        except (BrokenPipeError, OSError):
+            pass
+
+    def on_timeout() -> None:
+        stop.append("timeout")
+        proc.kill()
+
+    threads = [threading.Thread(target=read_stderr, daemon=True)]
+    if stdin_data is not None:
+        threads.append(threading.Thread(target=feed_stdin, daemon=True))
+    for t in threads:
+        t.start()
+    timer = threading.Timer(timeout, on_timeout)
+    timer.daemon = True
+    timer.start()
+    out = bytearray()
+    try:
+        while True:
+            chunk = proc.stdout.read1(1 << 16)  # type: ignore[union-attr]
+            if not chunk:
+                break
+            out += chunk
+            if len(out) > max_output:
+                stop.append("too_large")
+                proc.kill()
+                break
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in threads:
+            t.join(timeout=5)
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    stderr = b"".join(err_chunks).decode("utf-8", "replace")
+    return bytes(out), stderr, proc.returncode, (stop[0] if stop else None)
+
+
+def decode_pcm(
+    source: PathLike,
+    *,
+    start: float,
+    duration: float,
+    sample_rate: int,
+    ffmpeg: PathLike | None = None,
+    timeout: float = 60.0,
+    max_bytes: int | None = None,
+    headers: Mapping[str, str] | None = None,
+    rw_timeout: float | None = None,
+    details: list[DecodeResult] | None = None,
+) -> np.ndarray:
+    """Decode ``[start, start + duration)`` of a URL or file to mono int16 PCM.
+
+    ``-ss`` is given before ``-i`` (input seeking), so over HTTP ffmpeg reads the container
+    index and then only the byte ranges that hold the wanted time span.
+
+    Parameters
+    ----------
+    source
+        ``http(s)://`` address or local path.
+    start, duration
+        Seconds.
+    sample_rate
+        Output rate in Hz (ffmpeg resamples and downmixes to one channel).
+    ffmpeg
+        Binary to run; ``None`` uses :func:`find_ffmpeg`.
+    timeout
+        Wall-clock limit in seconds for the whole run; ffmpeg is killed after it.
+    max_bytes
+        Most PCM bytes accepted before ffmpeg is killed; default: the expected size plus 1 s.
+    headers
+        HTTP request headers (e.g. yt-dlp's ``http_headers``), sent for network inputs.
+    rw_timeout
+        Seconds without network progress before ffmpeg gives up (default: ``timeout``).
+    details
+        If a list is given, a :class:`DecodeResult` is appended to it.
+
+    Returns
+    -------
+    numpy.ndarray
+        int16 samples; shorter than ``duration * sample_rate`` when the source ends earlier.
+
+    Raises
+    ------
+    FFmpegError
+        ffmpeg failed (message carries its log tail), timed out, produced too much output, or
+        the input ended before its announced duration (``kind="truncated"``).
+    """
+    if duration <= 0 or start < 0:
+        raise DownloadError(f"bad time range start={start} duration={duration} for {source!r}")
+    exe = find_ffmpeg(ffmpeg)
+    inp, network = _input_arg(source)
+    expected = int(round(duration * sample_rate))
+    cap = max_bytes if max_bytes is not None else 2 * (expected + sample_rate)
+    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "level+verbose"]
+    if network:
+        rw = rw_timeout if rw_timeout is not None else timeout
+        args += ["-rw_timeout", str(int(rw * 1_000_000))]
+        args += _headers_arg(headers)
+    args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration:.6f}"]
+    args += ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(int(sample_rate))]
+    args += ["-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
+    t0 = time.monotonic()
+    out, stderr, code, stop = _run_capped(args, timeout=timeout, max_output=cap)
+    tail = _tail(stderr)
+    m = _BYTES_READ.findall(stderr)
+    bytes_read = int(m[-1]) if m else None
+    d = _DURATION.search(stderr)
+    src_duration = (int(d[1]) * 3600 + int(d[2]) * 60 + float(d[3])) if d else None
+    if details is not None:
+        details.append(DecodeResult(bytes_read, src_duration, tail))
+    where = f"{source!s} [{start:.3f}s +{duration:.3f}s]"
+    if stop == "timeout":
+        raise FFmpegError(
+            f"ffmpeg timed out after {timeout:.1f}s reading {where}", stderr=tail, kind="timeout"
+        )
+    if stop == "too_large":
+        raise FFmpegError(
+            f"ffmpeg produced more than {cap} bytes for {where}", stderr=tail, kind="too_large"
+        )
+    if code != 0:
+        s = _HTTP_STATUS.search(stderr)
+        status = int(s[1] or s[2]) if s else None
+        kind = "timeout" if "timed out" in tail.lower() else "error"
+        raise FFmpegError(
+            f"ffmpeg failed (exit {code}) reading {where}:\n{tail}",
+            stderr=tail,
+            status=status,
+            kind=kind,
+        )
+    if len(out) % 2:
+        out = out[:-1]
+    pcm = np.frombuffer(out, dtype="<i2")[:expected].astype(np.int16)
+    got = len(pcm) / sample_rate
+    # ffmpeg exits 0 when a body stops short; compare with the announced duration.
+    if got < duration - 0.25:
+        reachable = min(start + duration, src_duration) if src_duration else None
+        hinted = any(h in stderr for h in _TRUNCATION_HINTS)
+        if hinted or (reachable is not None and start + got < reachable - 0.25):
+            raise FFmpegError(
+                f"input ended early reading {where}: got {got:.2f}s, the source announces "
+                f"{src_duration}s",
+                stderr=tail,
+                kind="truncated",
+            )
+        if len(pcm) == 0:
+            raise FFmpegError(
+                f"no audio in {where} (source duration {src_duration}s)",
+                stderr=tail,
+                kind="no_audio",
+            )
+    logger.debug("decoded %s: %d samples in %.2fs", where, len(pcm), time.monotonic() - t0)
+    return pcm
+
+
+def encode_audio(
+    pcm: np.ndarray,
+    sample_rate: int,
+    codec: str = "flac",
+    *,
+    ffmpeg: PathLike | None = None,
+    timeout: float = 60.0,
+) -> bytes:
+    """Encode mono int16 samples with ``codec`` ("flac", "opus" or "mp3") and return the file.
+
+    FLAC is lossless; Opus (Ogg) and MP3 are lossy and several times smaller. Opus only runs at
+    8/12/16/24/48 kHz, so other rates are resampled to 48 kHz; pass ``sample_rate`` to
+    :func:`decode_audio` to get the original rate back. MP3 goes through a temporary file so the
+    encoder-delay header is written and the decoded length matches.
+    """
+    if codec not in CODECS:
+        raise ConfigError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+    samples = np.ascontiguousarray(np.asarray(pcm), dtype="<i2")
+    if samples.ndim != 1:
+        raise DownloadError(f"encode_audio expects mono samples, got shape {samples.shape}")
+    exe = find_ffmpeg(ffmpeg)
+    enc, fmt = CODECS[codec]
+    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "error"]
+    args += ["-f", "s16le", "-ac", "1", "-ar", str(int(sample_rate)), "-i", "pipe:0"]
+    if codec == "opus" and sample_rate not in _OPUS_RATES:
+        args += ["-ar", "48000"]
+    args += [*enc, "-map_metadata", "-1", "-f", fmt]
+    if codec == "mp3":
+        with tempfile.TemporaryDirectory(prefix="audioset-enc-") as tmp:
+            path = Path(tmp) / "clip.mp3"
+            _, stderr, code, stop = _run_capped(
+                [*args, "file:" + str(path)],
+                timeout=timeout,
+                max_output=1 << 30,
+                stdin_data=samples.tobytes(),
+            )
+            data = path.read_bytes() if path.exists() and code == 0 else b""
+    else:
+        data, stderr, code, stop = _run_capped(
+            [*args, "pipe:1"],
+            timeout=timeout,
+            max_output=1 << 30,
+            stdin_data=samples.tobytes(),
+        )
+    if code != 0 or stop:
+        raise FFmpegError(
+            f"encoding {len(samples)} samples as {codec} failed ({stop or code}):\n"
+            f"{_tail(stderr)}",
+            stderr=_tail(stderr),
+        )
+    return data
+
+
+def decode_audio(
+    data: bytes,
+    *,
+    sample_rate: int | None = None,
+    num_samples: int | None = None,
+    ffmpeg: PathLike | None = None,
+    timeout: float = 60.0,
+) -> tuple[np.ndarray, int]:
+    """Decode an encoded file (FLAC, Ogg/Opus, MP3, WAV, ...) held in memory to mono int16.
+
+    Parameters
+    ----------
+    data
+        The whole encoded file.
+    sample_rate
+        Resample to this rate; ``None`` keeps the codec's rate (48 kHz for Opus).
+    num_samples
+        Trim or zero-pad the result to exactly this many samples (lossy codecs may differ by a
+        few samples).
+
+    Returns
+    -------
+    (samples, sample_rate)
+    """
+    if not data:
+        raise DownloadError("decode_audio got an empty byte string")
+    exe = find_ffmpeg(ffmpeg)
+    args = [exe, "-nostdin", "-hide_banner", "-loglevel", "level+info", "-i", "pipe:0"]
+    args += ["-vn", "-ac", "1"]
+    if sample_rate:
+        args += ["-ar", str(int(sample_rate))]
+    args += ["-c:a", "pcm_s16le", "-f", "wav", "pipe:1"]
+    out, stderr, code, stop = _run_capped(
+        args, timeout=timeout, max_output=1 << 31, stdin_data=bytes(data)
+    )
+    if code != 0 or stop or len(out) < 44:
+        raise FFmpegError(
+            f"decoding {len(data)} bytes failed ({stop or code}):\n{_tail(stderr)}",
+            stderr=_tail(stderr),
+        )
+    pcm, rate = _parse_wav(out)
+    if num_samples is not None:
+        if len(pcm) >= num_samples:
+            pcm = pcm[:num_samples]
+        else:
+            pcm = np.concatenate([pcm, np.zeros(num_samples - len(pcm), np.int16)])
+    return pcm, rate
+
+
+def _parse_wav(buf: bytes) -> tuple[np.ndarray, int]:
+    """Parse the streamed WAV ffmpeg writes to a pipe (sizes may be left unset)."""
+    if buf[:4] != b"RIFF" or buf[8:12] != b"WAVE":
+        raise DownloadError("ffmpeg did not write a WAV stream")
+    pos = 12
+    rate = 0
+    while pos + 8 <= len(buf):
+        tag = buf[pos : pos + 4]
+        size = int.from_bytes(buf[pos + 4 : pos + 8], "little")
+        if tag == b"fmt ":
+            rate = int.from_bytes(buf[pos + 12 : pos + 16], "little")
+        if tag == b"data":
+            body = buf[pos + 8 :]
+            if 0 < size < len(body):
+                body = body[:size]
+            body = body[: len(body) - len(body) % 2]
+            return np.frombuffer(body, dtype="<i2").astype(np.int16), rate
+        pos += 8 + size + (size & 1)
+    raise DownloadError("ffmpeg's WAV stream has no data chunk")
+
+
+__all__ = [
+    "CODECS",
+    "FFMPEG_ENV",
+    "DecodeResult",
+    "FFmpegError",
+    "decode_audio",
+    "decode_pcm",
+    "encode_audio",
+    "ffmpeg_dir",
+    "find_ffmpeg",
+]

@@ -1,0 +1,697 @@
+"""Fetch one AudioSet segment (YouTube id, start, end) as mono int16 PCM.
+
+yt-dlp (as a library) resolves the best audio-only format of the video to a media address and
+its request headers; ffmpeg then seeks *before* opening the input, so only the container index
+and the byte ranges that hold ``[start, end)`` cross the network. Streaming-manifest formats, or
+a direct read that fails because the source cannot seek, fall back to yt-dlp's own range
+download into a temporary folder.
+
+Failures are classified into :class:`ClipFailure` with a short stable ``reason`` and a
+``permanent`` flag, so the caller can record dead videos once and retry only transient errors
+(with its own backoff): :meth:`ClipFetcher.fetch` never retries by itself.
+
+Permanent vs transient
+----------------------
+Permanent means a retry gives the same answer: the video is gone, private, blocked, needs an
+account (age, membership), is geo-blocked, answers 404/410, or its media holds no decodable
+audio in the range. Transient means the network or the site's rate limiting got in the way:
+HTTP 403 (YouTube answers 403 when a signed media address expires or a client is throttled),
+429, 5xx, timeouts, connection resets and bodies that stop short. ``bot_check`` ("Sign in to
+confirm you're not a bot") is transient: it lifts with time or with cookies.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .audio import DecodeResult, FFmpegError, decode_pcm, find_ffmpeg
+from .config import PathLike
+from .errors import DownloadError
+
+logger = logging.getLogger(__name__)
+
+#: YouTube ids are 11 characters of the URL-safe base64 alphabet (a leading '-' is valid).
+YTID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{11}$")
+
+#: Default address of a video; ``{ytid}`` is replaced by the id.
+DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
+
+#: Every failure reason: whether it is permanent, and what it means.
+REASONS: dict[str, tuple[bool, str]] = {
+    "unavailable": (True, "the video is unavailable (deleted or never existed)"),
+    "private": (True, "the video is private"),
+    "removed": (True, "the video was removed (terms of service, uploader)"),
+    "terminated": (True, "the uploader's account was terminated"),
+    "copyright": (True, "the video was blocked by a copyright claim"),
+    "age_restricted": (True, "the video needs a signed-in adult account"),
+    "sign_in": (True, "the video needs a signed-in account (members only, etc.)"),
+    "bot_check": (False, "the site asks to sign in to prove this is not a bot; use cookies"),
+    "geo": (True, "the video is not available from this country"),
+    "http_403": (False, "HTTP 403: expired media address or throttling"),
+    "http_429": (False, "HTTP 429: too many requests"),
+    "http_404": (True, "HTTP 404/410: no such media"),
+    "http_5xx": (False, "HTTP 5xx: server error"),
+    "timeout": (False, "no progress within the timeout"),
+    "connection": (False, "connection refused, reset or name lookup failed"),
+    "no_audio": (True, "no audio stream, or nothing in the requested time range"),
+    "decode_error": (True, "the media could not be decoded"),
+    "truncated": (False, "the media stopped before its announced end"),
+    "too_large": (True, "the download would exceed the byte limit"),
+    "invalid_id": (True, "not a valid YouTube id"),
+    "unknown": (False, "an unclassified error"),
+}
+
+# (reason, pattern) tried in order on the lower-cased message; the first match wins.
+_MESSAGE_RULES: list[tuple[str, re.Pattern[str]]] = [
+    (r, re.compile(p))
+    for r, p in [
+        ("terminated", r"account associated with this video has been terminated"),
+        ("copyright", r"copyright"),
+        ("removed", r"video has been removed|removed for violating|removed by the uploader"),
+        ("private", r"private video|video is private"),
+        ("age_restricted", r"confirm your age|age[- ]restricted|inappropriate for some users"),
+        ("bot_check", r"not a bot"),
+        ("geo", r"not (?:made this video )?available in your country|geo[- ]?restrict"),
+        ("sign_in", r"sign in|members[- ]only|join this channel|login required"),
+        ("no_audio", r"requested format is not available|no audio|does not contain any stream"
+                     r"|matches no streams|output file is empty"),
+        ("unavailable", r"video unavailable|video is unavailable|video is not available"
+                        r"|unsupported url|incomplete youtube id|not a valid url"),
+        ("http_429", r"\b429\b|too many requests"),
+        ("http_403", r"\b403\b|forbidden"),
+        ("http_404", r"\b(?:404|410)\b|not found"),
+        ("http_5xx", r"\b5\d\d\b|internal server error|bad gateway|service unavailable"),
+        ("truncated", r"incompleteread|ends prematurely|content-length|ended after"),
+        ("timeout", r"timed out|timeout"),
+        ("connection", r"connection (?:refused|reset|aborted)|remote end closed|broken pipe"
+                       r"|name resolution|network is unreachable|nodename nor servname"
+                       r"|unable to connect|errno 111|errno 104"),
+        ("decode_error", r"invalid data found|could not find codec|error while decoding"
+                         r"|ebml header|moov atom not found|invalid argument"),
+    ]
+]
+
+
+class ClipFailure(DownloadError):
+    """A clip could not be fetched; ``reason`` is a stable short code from :data:`REASONS`.
+
+    Attributes
+    ----------
+    reason
+        e.g. ``"private"``, ``"http_429"``, ``"timeout"``.
+    permanent
+        True when retrying cannot help (record the clip as dead).
+    status
+        HTTP status when one was seen, else None.
+    detail
+        The underlying message (yt-dlp's or ffmpeg's log tail).
+    ytid
+        The video id, when known.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        detail: str = "",
+        *,
+        ytid: str | None = None,
+        status: int | None = None,
+        permanent: bool | None = None,
+    ):
+        if reason not in REASONS:
+            reason = "unknown"
+        self.reason = reason
+        self.permanent = REASONS[reason][0] if permanent is None else permanent
+        self.status = status
+        self.detail = detail
+        self.ytid = ytid
+        kind = "permanent" if self.permanent else "transient"
+        who = f"{ytid}: " if ytid else ""
+        first = detail.strip().splitlines()[0] if detail.strip() else REASONS[reason][1]
+        super().__init__(f"{who}{reason} ({kind}): {first}")
+
+    def __reduce__(self):  # keep attributes across processes (dask, multiprocessing)
+        return (
+            _rebuild_failure,
+            (type(self), self.reason, self.detail, self.ytid, self.status, self.permanent),
+        )
+
+
+def _rebuild_failure(cls, reason, detail, ytid, status, permanent):  # noqa: ANN001, ANN202
+    return cls(reason, detail, ytid=ytid, status=status, permanent=permanent)
+
+
+class InvalidIdError(ClipFailure, ValueError):
+    """The string is not a YouTube id; raised before any request is made."""
+
+    def __init__(self, ytid: object, detail: str = ""):
+        super().__init__(
+            "invalid_id",
+            detail or f"{ytid!r} is not a YouTube id (11 characters of A-Z a-z 0-9 _ -)",
+            ytid=None,
+        )
+        self.ytid = ytid  # type: ignore[assignment]
+
+    def __reduce__(self):
+        return (type(self), (self.ytid, self.detail))
+
+
+def validate_ytid(ytid: object) -> str:
+    """Return ``ytid`` if it is a valid YouTube id, else raise :class:`InvalidIdError`.
+
+    >>> validate_ytid("-0SdAVK79lg")
+    '-0SdAVK79lg'
+    >>> validate_ytid("../../etc/pa")
+    Traceback (most recent call last):
+    ...
+    audioset_data.clip.InvalidIdError: invalid_id (permanent): '../../etc/pa' is not a YouTube id (11 characters of A-Z a-z 0-9 _ -)
+    """  # noqa: E501
+    if not isinstance(ytid, str) or not YTID_PATTERN.match(ytid):
+        raise InvalidIdError(ytid)
+    return ytid
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything it wraps (yt-dlp keeps the cause in ``exc_info``/``cause``)."""
+    seen: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or any(e is s for s in seen) or len(seen) > 20:
+            continue
+        seen.append(e)
+        info = getattr(e, "exc_info", None)
+        if isinstance(info, tuple) and len(info) > 1 and isinstance(info[1], BaseException):
+            todo.append(info[1])
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, BaseException):
+            todo.append(cause)
+        todo += [e.__cause__, e.__context__]
+    return seen
+
+
+def _status_of(chain: list[BaseException]) -> int | None:
+    for e in chain:
+        for attr in ("status", "code"):
+            value = getattr(e, attr, None)
+            if isinstance(value, int) and 100 <= value <= 599:
+                return value
+    return None
+
+
+def _reason_for_status(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    if status == 403:
+        return "http_403"
+    if status in (404, 410):
+        return "http_404"
+    if 500 <= status <= 599:
+        return "http_5xx"
+    return "unknown"
+
+
+def classify_error(exc: BaseException, *, ytid: str | None = None) -> ClipFailure:
+    """Turn any exception met while fetching a clip into a :class:`ClipFailure`.
+
+    Looks, in order, at: an existing :class:`ClipFailure`; yt-dlp's geo-restriction error; the
+    text of the messages (YouTube's wording, e.g. "Private video", "Sign in to confirm you're
+    not a bot"); ffmpeg's failure kind; HTTP statuses anywhere in the exception chain; timeouts
+    and connection errors by type.
+
+    >>> from yt_dlp.utils import DownloadError
+    >>> classify_error(DownloadError("ERROR: [youtube] abc: Private video")).reason
+    'private'
+    >>> f = classify_error(DownloadError("ERROR: unable to download: HTTP Error 429"))
+    >>> f.reason, f.permanent, f.status
+    ('http_429', False, 429)
+    """
+    if isinstance(exc, ClipFailure):
+        if ytid and not exc.ytid:
+            exc.ytid = ytid
+        return exc
+    chain = _exception_chain(exc)
+    status = _status_of(chain)
+    texts = []
+    for e in chain:
+        texts.append(str(getattr(e, "orig_msg", "") or ""))
+        texts.append(str(e))
+        if isinstance(e, FFmpegError):
+            texts.append(e.stderr)
+    message = "\n".join(t for t in texts if t)
+    detail = str(exc) if not isinstance(exc, FFmpegError) else f"{exc}"
+    lowered = message.lower()
+
+    try:
+        from yt_dlp.utils import GeoRestrictedError
+
+        if any(isinstance(e, GeoRestrictedError) for e in chain):
+            return ClipFailure("geo", detail, ytid=ytid, status=status)
+    except ImportError:  # pragma: no cover - yt-dlp is a dependency
+        pass
+
+    ffmpeg_err = next((e for e in chain if isinstance(e, FFmpegError)), None)
+    if ffmpeg_err is not None and ffmpeg_err.kind in ("timeout", "too_large", "truncated",
+                                                      "no_audio"):
+        return ClipFailure(ffmpeg_err.kind, detail, ytid=ytid, status=status)
+
+    # YouTube's own wording first (it is specific), HTTP status next, generic wording last.
+    for reason, pattern in _MESSAGE_RULES[:9]:
+        if pattern.search(lowered):
+            return ClipFailure(reason, detail, ytid=ytid, status=status)
+    if ffmpeg_err is not None and ffmpeg_err.status is not None:
+        status = ffmpeg_err.status
+    if status is not None:
+        reason = _reason_for_status(status)
+        if reason != "unknown":
+            return ClipFailure(reason, detail, ytid=ytid, status=status)
+    for reason, pattern in _MESSAGE_RULES[9:]:
+        if pattern.search(lowered):
+            m = re.search(r"\b([45]\d\d)\b", lowered) if reason.startswith("http_") else None
+            return ClipFailure(reason, detail, ytid=ytid, status=int(m[1]) if m else status)
+    if any(isinstance(e, TimeoutError) for e in chain):
+        return ClipFailure("timeout", detail, ytid=ytid, status=status)
+    if any(isinstance(e, ConnectionError) for e in chain):
+        return ClipFailure("connection", detail, ytid=ytid, status=status)
+    if status is not None and 400 <= status < 500:
+        return ClipFailure("unknown", detail, ytid=ytid, status=status, permanent=True)
+    return ClipFailure("unknown", detail, ytid=ytid, status=status)
+
+
+@dataclass
+class ClipAudio:
+    """The decoded audio of one segment.
+
+    ``waveform`` holds at most ``(end - start) * sample_rate`` samples; fewer means the video
+    ends early (``num_samples`` is that true length; padding is the store's job).
+    """
+
+    ytid: str
+    start: float
+    end: float
+    waveform: np.ndarray
+    sample_rate: int
+    num_samples: int
+    bytes_read: int | None = None
+    method: str = "direct"  # "direct" (ffmpeg range reads) or "range_download" (yt-dlp)
+    format_id: str | None = None
+    source_duration: float | None = None
+
+    @property
+    def duration(self) -> float:
+        """True length in seconds."""
+        return self.num_samples / self.sample_rate
+
+
+class _YtdlLogger:
+    """Send yt-dlp's output to this module's logger instead of the terminal."""
+
+    def debug(self, msg: str) -> None:
+        logger.debug("yt-dlp: %s", msg)
+
+    def info(self, msg: str) -> None:
+        logger.debug("yt-dlp: %s", msg)
+
+    def warning(self, msg: str) -> None:
+        logger.debug("yt-dlp warning: %s", msg)
+
+    def error(self, msg: str) -> None:
+        logger.debug("yt-dlp error: %s", msg)
+
+
+def _with_ffmpeg_location(ffmpeg: str, fn: Any, *args: Any) -> Any:
+    """Run ``fn`` with yt-dlp's ffmpeg lookup pointed at ``ffmpeg`` (this call only).
+
+    yt-dlp decides whether its ffmpeg range downloader is available before it sees the
+    ``ffmpeg_location`` option, by a lookup that reads a context variable or ``PATH``; setting
+    the variable in a copied context leaves other threads and ``PATH`` untouched.
+    """
+
+    def run() -> Any:
+        try:
+            from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
+
+            var = getattr(FFmpegPostProcessor, "_ffmpeg_location", None)
+            if isinstance(var, contextvars.ContextVar):
+                var.set(ffmpeg)
+        except ImportError:  # pragma: no cover - yt-dlp is a dependency
+            pass
+        return fn(*args)
+
+    return contextvars.copy_context().run(run)
+
+
+#: Format protocols ffmpeg can read and seek directly.
+DIRECT_PROTOCOLS = ("http", "https", "m3u8", "m3u8_native")
+
+
+@dataclass
+class ClipFetcher:
+    """How to fetch clips; call :meth:`fetch` per segment. Safe to share between threads.
+
+    Parameters
+    ----------
+    url_template
+        Video address with ``{ytid}``; point it at a mirror or a test server.
+    sample_rate, clip_seconds
+        Output rate (Hz) and the longest segment returned (seconds).
+    ffmpeg
+        ffmpeg binary; None uses :func:`audioset_data.audio.find_ffmpeg`.
+    socket_timeout
+        Seconds without network progress, for yt-dlp and ffmpeg (``-rw_timeout``).
+    ffmpeg_timeout
+        Wall-clock limit for one ffmpeg run.
+    max_bytes
+        Limit for a fallback range download (yt-dlp ``max_filesize`` and a check of the file).
+        Direct reads are bounded by ``-t``, the PCM output cap and the timeouts instead: they
+        read only the index and the wanted ranges, whatever the size of the whole file.
+    cookiefile, cookies_from_browser
+        Cookies for sites that ask to sign in ("confirm you're not a bot"): a Netscape
+        cookies.txt, or a browser spec such as ``"firefox"`` or ``"chrome:Profile 1"``.
+    ytdl_options
+        Extra ``yt_dlp.YoutubeDL`` options, applied last (e.g. ``extractor_args``, ``proxy``).
+    format
+        yt-dlp format selector: best audio-only, else the best format with audio.
+    use_range_fallback
+        Allow the yt-dlp range download when a direct read cannot work.
+    direct_protocols
+        Format protocols read directly by ffmpeg; others go through the fallback.
+    """
+
+    url_template: str = DEFAULT_URL_TEMPLATE
+    sample_rate: int = 32000
+    clip_seconds: float = 10.0
+    ffmpeg: str | None = None
+    socket_timeout: float = 20.0
+    ffmpeg_timeout: float = 60.0
+    max_bytes: int = 64 * 1024**2
+    cookiefile: PathLike | None = None
+    cookies_from_browser: str | tuple | None = None
+    ytdl_options: dict[str, Any] = field(default_factory=dict)
+    format: str = "bestaudio/best"
+    use_range_fallback: bool = True
+    direct_protocols: tuple[str, ...] = DIRECT_PROTOCOLS
+
+    def __post_init__(self) -> None:
+        if "{ytid}" not in self.url_template:
+            raise DownloadError(f"url_template {self.url_template!r} has no '{{ytid}}' field")
+        if self.sample_rate <= 0 or self.clip_seconds <= 0:
+            raise DownloadError(
+                f"sample_rate={self.sample_rate} and clip_seconds={self.clip_seconds} must be > 0"
+            )
+        self._ffmpeg_path = find_ffmpeg(self.ffmpeg)
+        self._local = threading.local()
+
+    # -- yt-dlp -------------------------------------------------------------------------
+    def url_for(self, ytid: str) -> str:
+        """The video address of a (validated) id."""
+        return self.url_template.replace("{ytid}", validate_ytid(ytid))
+
+    def ytdl_params(self, **extra: Any) -> dict[str, Any]:
+        """The ``YoutubeDL`` options used for resolving formats (plus ``extra``)."""
+        params: dict[str, Any] = {
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "noplaylist": True,
+            "format": self.format,
+            "socket_timeout": self.socket_timeout,
+            "logger": _YtdlLogger(),
+            "ffmpeg_location": self._ffmpeg_path,
+            "extractor_retries": 0,
+            "retries": 0,
+            "fragment_retries": 0,
+            "cachedir": False,
+            "color": {"stdout": "no_color", "stderr": "no_color"},
+        }
+        if self.cookiefile is not None:
+            params["cookiefile"] = str(self.cookiefile)
+        if self.cookies_from_browser:
+            spec = self.cookies_from_browser
+            if isinstance(spec, str):
+                browser, _, profile = spec.partition(":")
+                spec = (browser, profile or None, None, None)
+            params["cookiesfrombrowser"] = tuple(spec)
+        params.update(extra)
+        params.update(self.ytdl_options)
+        return params
+
+    def _ydl(self):  # noqa: ANN202 - yt_dlp.YoutubeDL
+        ydl = getattr(self._local, "ydl", None)
+        if ydl is None:
+            import yt_dlp
+
+            ydl = yt_dlp.YoutubeDL(self.ytdl_params())
+            self._local.ydl = ydl
+        return ydl
+
+    def resolve(self, ytid: str) -> dict[str, Any]:
+        """Run yt-dlp's extractor for ``ytid`` and return its info dict (no media download).
+
+        Raises
+        ------
+        ClipFailure
+            Classified from yt-dlp's error.
+        """
+        url = self.url_for(ytid)
+        try:
+            info = self._ydl().extract_info(url, download=False)
+        except Exception as exc:  # noqa: BLE001 - every failure gets classified
+            raise classify_error(exc, ytid=ytid) from exc
+        if not isinstance(info, dict):
+            raise ClipFailure("unknown", f"yt-dlp returned no information for {url}", ytid=ytid)
+        return info
+
+    @staticmethod
+    def _audio_format(info: Mapping[str, Any]) -> Mapping[str, Any]:
+        for fmt in info.get("requested_formats") or ():
+            if fmt.get("acodec") != "none":
+                return fmt
+        return info
+
+    def _headers(self, fmt: Mapping[str, Any], url: str) -> dict[str, str]:
+        headers = dict(fmt.get("http_headers") or {})
+        try:
+            cookie = self._ydl().cookiejar.get_cookie_header(url)
+        except Exception:  # noqa: BLE001 - cookies are optional
+            cookie = None
+        if cookie:
+            headers["Cookie"] = cookie
+        return headers
+
+    # -- fetching -----------------------------------------------------------------------
+    def fetch(self, ytid: str, start: float, end: float | None = None) -> ClipAudio:
+        """Fetch ``[start, end)`` of video ``ytid`` as mono int16 at :attr:`sample_rate`.
+
+        ``end`` defaults to ``start + clip_seconds``; spans longer than ``clip_seconds`` are
+        cut to it. Nothing is retried here: a transient :class:`ClipFailure` is for the caller
+        to retry with backoff.
+
+        Raises
+        ------
+        InvalidIdError
+            Before any request, when ``ytid`` is not an id.
+        ClipFailure
+            Any other failure, classified.
+        """
+        validate_ytid(ytid)
+        if end is None:
+            end = start + self.clip_seconds
+        if not (start >= 0 and end > start):
+            raise ClipFailure(
+                "invalid_id", f"bad time range [{start}, {end}) for {ytid}", ytid=ytid
+            )
+        duration = min(end - start, self.clip_seconds)
+        info = self.resolve(ytid)
+        fmt = self._audio_format(info)
+        video_duration = info.get("duration")
+        if isinstance(video_duration, (int, float)) and video_duration > 0:
+            if start >= video_duration:
+                raise ClipFailure(
+                    "no_audio",
+                    f"segment starts at {start}s but the video lasts {video_duration}s",
+                    ytid=ytid,
+                )
+        media_url = fmt.get("url")
+        protocol = str(fmt.get("protocol") or "")
+        if media_url and protocol in self.direct_protocols:
+            try:
+                return self._direct(ytid, start, duration, fmt, media_url)
+            except ClipFailure as failure:
+                cause = failure.__cause__
+                if not (self.use_range_fallback and _seek_trouble(cause)):
+                    raise
+                logger.info("%s: direct read failed (%s); trying a range download", ytid,
+                            failure.reason)
+        elif not self.use_range_fallback:
+            raise ClipFailure(
+                "decode_error",
+                f"format {fmt.get('format_id')} uses protocol {protocol!r}, which needs "
+                "use_range_fallback=True",
+                ytid=ytid,
+            )
+        return self._range_download(ytid, start, duration, info, fmt)
+
+    def _direct(
+        self, ytid: str, start: float, duration: float, fmt: Mapping[str, Any], url: str
+    ) -> ClipAudio:
+        details: list[DecodeResult] = []
+        try:
+            pcm = decode_pcm(
+                url,
+                start=start,
+                duration=duration,
+                sample_rate=self.sample_rate,
+                ffmpeg=self._ffmpeg_path,
+                timeout=self.ffmpeg_timeout,
+                headers=self._headers(fmt, url),
+                rw_timeout=self.socket_timeout,
+                details=details,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure gets classified
+            raise classify_error(exc, ytid=ytid) from exc
+        d = details[-1] if details else DecodeResult(None, None, "")
+        if d.bytes_read is not None and d.bytes_read > self.max_bytes:
+            logger.warning("%s: read %d bytes, over max_bytes=%d", ytid, d.bytes_read,
+                           self.max_bytes)
+        return ClipAudio(
+            ytid=ytid,
+            start=start,
+            end=start + duration,
+            waveform=pcm,
+            sample_rate=self.sample_rate,
+            num_samples=len(pcm),
+            bytes_read=d.bytes_read,
+            method="direct",
+            format_id=fmt.get("format_id"),
+            source_duration=d.source_duration,
+        )
+
+    def _range_download(
+        self,
+        ytid: str,
+        start: float,
+        duration: float,
+        info: Mapping[str, Any],
+        fmt: Mapping[str, Any],
+    ) -> ClipAudio:
+        """yt-dlp's own section download into a temp folder, then decode the file."""
+        from yt_dlp.utils import download_range_func
+
+        size = fmt.get("filesize") or fmt.get("filesize_approx")
+        protocol = str(fmt.get("protocol") or "")
+        if size and protocol in ("http", "https") and size > self.max_bytes:
+            # a plain file that cannot be read by ranges would be read whole
+            raise ClipFailure(
+                "too_large", f"format is {size} bytes, over max_bytes={self.max_bytes}",
+                ytid=ytid,
+            )
+        with tempfile.TemporaryDirectory(prefix=f"audioset-clip-{ytid}-") as tmp:
+            params = self.ytdl_params(
+                download_ranges=download_range_func(None, [(start, start + duration)]),
+                force_keyframes_at_cuts=False,
+                outtmpl={"default": str(Path(tmp) / "clip.%(ext)s")},
+                paths={"home": tmp, "temp": tmp},
+                max_filesize=self.max_bytes,
+                overwrites=True,
+                skip_download=False,
+            )
+            try:
+                import yt_dlp
+
+                def run() -> None:
+                    with yt_dlp.YoutubeDL(params) as ydl:
+                        ydl.extract_info(self.url_for(ytid), download=True)
+
+                _with_ffmpeg_location(self._ffmpeg_path, run)
+            except Exception as exc:  # noqa: BLE001 - every failure gets classified
+                raise classify_error(exc, ytid=ytid) from exc
+            files = [
+                p for p in Path(tmp).iterdir()
+                if p.is_file() and not p.name.endswith((".part", ".ytdl"))
+            ]
+            if not files:
+                raise ClipFailure(
+                    "too_large" if size and size > self.max_bytes else "unknown",
+                    "the range download produced no file",
+                    ytid=ytid,
+                )
+            path = max(files, key=lambda p: p.stat().st_size)
+            nbytes = path.stat().st_size
+            if nbytes > self.max_bytes:
+                raise ClipFailure(
+                    "too_large", f"downloaded {nbytes} bytes, over {self.max_bytes}", ytid=ytid
+                )
+            details: list[DecodeResult] = []
+            try:
+                pcm = decode_pcm(
+                    path,
+                    start=0.0,
+                    duration=duration,
+                    sample_rate=self.sample_rate,
+                    ffmpeg=self._ffmpeg_path,
+                    timeout=self.ffmpeg_timeout,
+                    details=details,
+                )
+            except Exception as exc:  # noqa: BLE001 - every failure gets classified
+                raise classify_error(exc, ytid=ytid) from exc
+        return ClipAudio(
+            ytid=ytid,
+            start=start,
+            end=start + duration,
+            waveform=pcm,
+            sample_rate=self.sample_rate,
+            num_samples=len(pcm),
+            bytes_read=nbytes,
+            method="range_download",
+            format_id=fmt.get("format_id"),
+            source_duration=info.get("duration"),
+        )
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for process pools / dask
+        state = dict(self.__dict__)
+        state.pop("_local", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close this thread's yt-dlp instance (saves cookies to ``cookiefile``)."""
+        ydl = getattr(self._local, "ydl", None)
+        if ydl is not None:
+            ydl.close()
+            self._local.ydl = None
+
+
+def _seek_trouble(exc: BaseException | None) -> bool:
+    """Did a direct ffmpeg read fail in a way a range download might avoid?"""
+    if not isinstance(exc, FFmpegError) or exc.kind != "error" or exc.status is not None:
+        return False
+    text = exc.stderr.lower()
+    return any(k in text for k in ("seek", "moov atom not found", "invalid data found"))
+
+
+__all__ = [
+    "DEFAULT_URL_TEMPLATE",
+    "DIRECT_PROTOCOLS",
+    "REASONS",
+    "ClipAudio",
+    "ClipFailure",
+    "ClipFetcher",
+    "InvalidIdError",
+    "YTID_PATTERN",
+    "classify_error",
+    "validate_ytid",
+]
