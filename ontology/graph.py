@@ -27,6 +27,7 @@ import difflib
 import json
 import logging
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -53,6 +54,8 @@ DEFAULT_MAX_BYTES = 64 * 1024**2
 DEFAULT_MAX_ENTRIES = 100_000
 
 _STRING_FIELDS = ("id", "name", "description", "citation_uri")
+#: The form every example in the official file takes; anything else goes through urllib.
+_CANONICAL_EXAMPLE = re.compile(r"youtu\.be/([A-Za-z0-9_-]+)\?start=(\d+)&end=(\d+)")
 _LIST_FIELDS = ("positive_examples", "child_ids", "restrictions")
 
 
@@ -83,6 +86,9 @@ def parse_example(text: str) -> PositiveExample:
     """
     if not isinstance(text, str):
         raise OntologyError(f"positive example {text!r} is not a string")
+    fast = _CANONICAL_EXAMPLE.fullmatch(text)
+    if fast and int(fast[2]) < int(fast[3]):
+        return PositiveExample(fast[1], float(fast[2]), float(fast[3]))
     url = text.strip()
     parts = urlsplit(url if "//" in url else "//" + url)
     host = (parts.hostname or "").lower().removeprefix("www.").removeprefix("m.")
