@@ -296,7 +296,8 @@ def decode_pcm(
         rw = rw_timeout if rw_timeout is not None else timeout
         args += ["-rw_timeout", str(int(rw * 1_000_000))]
         args += _headers_arg(headers)
-    args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration:.6f}"]
+    # read a little past the end: the resampler holds back a few ms that ``-t`` would cut
+    args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration + 0.1:.6f}"]
     args += ["-vn", "-sn", "-dn", "-ac", "1", "-ar", str(int(sample_rate))]
     args += ["-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
     t0 = time.monotonic()
