@@ -680,7 +680,7 @@ def _seek_trouble(exc: BaseException | None) -> bool:
     if not isinstance(exc, FFmpegError) or exc.kind != "error" or exc.status is not None:
         return False
     text = exc.stderr.lower()
-    return any(k in text for k in ("seek", "moov atom not found", "invalid data found"))
+    return any(k in text for k in ("seek", "moov atom not found"))
 
 
 __all__ = [
