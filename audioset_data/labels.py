@@ -53,7 +53,7 @@ class LabelIndex:
         self._by_name: dict[str, int] = {}
         for i, name in enumerate(self._names):
             self._by_name.setdefault(name.casefold(), i)
-        self._propagation: sp.csr_array | None = None
+        self._propagation: tuple[Ontology, sp.csr_array] | None = None
 
     @classmethod
     def load(
@@ -193,9 +193,9 @@ class LabelIndex:
     def propagation_matrix(self, ontology: Ontology) -> sp.csr_array:
         """Square boolean matrix ``P`` with ``P[i, j]`` true when label j is label i or one of
         its ontology ancestors; ``Y @ P`` adds every labelled ancestor to a label matrix."""
-        if self._propagation is None:
-            self._propagation = ontology.ancestor_matrix(self._mids)
-        return self._propagation
+        if self._propagation is None or self._propagation[0] is not ontology:
+            self._propagation = (ontology, ontology.ancestor_matrix(self._mids))
+        return self._propagation[1]
 
     def propagate(self, labels: sp.sparray | sp.spmatrix | np.ndarray,
                   ontology: Ontology) -> sp.csr_array:

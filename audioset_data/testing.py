@@ -34,6 +34,9 @@ class Behaviour:
     statuses: list[int] = field(default_factory=list)
     stall_s: float = 0.0
     truncate_at: int | None = None
+    #: answer ``until_status`` to every request until this ``time.monotonic()`` instant
+    until: float | None = None
+    until_status: int = 429
 
 
 class LoopbackServer:
@@ -44,6 +47,7 @@ class LoopbackServer:
         self.behaviour: dict[str, Behaviour] = {}
         self.bytes_sent: defaultdict[str, int] = defaultdict(int)
         self.requests: defaultdict[str, int] = defaultdict(int)
+        self.error_statuses: defaultdict[int, int] = defaultdict(int)
         self.pace_bytes_per_s = pace_bytes_per_s
         self.chunk = chunk
         self._lock = threading.Lock()
@@ -72,6 +76,7 @@ class LoopbackServer:
         with self._lock:
             self.bytes_sent.clear()
             self.requests.clear()
+            self.error_statuses.clear()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -81,6 +86,12 @@ class LoopbackServer:
 
             def log_message(self, format: str, *args: object) -> None:  # quiet
                 return
+
+            def handle(self) -> None:
+                try:
+                    super().handle()
+                except (ConnectionResetError, BrokenPipeError, TimeoutError):
+                    self.close_connection = True
 
             def do_HEAD(self) -> None:
                 self._serve(head=True)
@@ -94,6 +105,8 @@ class LoopbackServer:
                     server.requests[path] += 1
                     beh = server.behaviour.get(path)
                     status = beh.statuses.pop(0) if beh and beh.statuses else None
+                    if status is None and beh and beh.until and time.monotonic() < beh.until:
+                        status = beh.until_status
                 if beh and beh.stall_s:
                     time.sleep(beh.stall_s)
                 if status is not None:
@@ -160,6 +173,8 @@ class LoopbackServer:
                     self.close_connection = True
 
             def _empty(self, status: int) -> None:
+                with server._lock:
+                    server.error_statuses[status] += 1
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -170,7 +185,9 @@ class LoopbackServer:
         """Start serving in a daemon thread."""
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 

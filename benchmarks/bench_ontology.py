@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from audioset_data.ontology import Ontology
 
 from audioset_data.labels import LabelIndex
+from audioset_data.ontology import Ontology
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

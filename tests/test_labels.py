@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from audioset_data.ontology import Ontology
 
 from audioset_data.errors import LabelIndexError, UnknownClassError
 from audioset_data.labels import LabelIndex
+from audioset_data.ontology import Ontology
 
 
 @pytest.fixture(scope="module")

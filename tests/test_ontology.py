@@ -6,15 +6,15 @@ import doctest
 import random
 from collections import Counter
 
-import audioset_data.ontology as ontology_pkg
 import networkx as nx
 import numpy as np
 import pytest
+
+import audioset_data.ontology as ontology_pkg
+from audioset_data.errors import OntologyError, UnknownClassError
 from audioset_data.ontology import Ontology, OntologyClass, PositiveExample, parse_example
 from audioset_data.ontology import graph as graph_mod
 from audioset_data.ontology import plot as plot_mod
-
-from audioset_data.errors import OntologyError, UnknownClassError
 
 DOG, PETS, ANIMAL = "/m/0bt9lr", "/m/068hy", "/m/0jbk"
 CHILDREN_SHOUTING, SHOUT = "/t/dd00135", "/m/07p6fty"

@@ -7,10 +7,10 @@ import json
 import networkx as nx
 import pandas as pd
 import pytest
-from audioset_data.ontology import Ontology
 
 from audioset_data.cli import main
 from audioset_data.errors import ChecksumMismatchError, UnknownClassError
+from audioset_data.ontology import Ontology
 from audioset_data.remote import cache_path
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

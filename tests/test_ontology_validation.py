@@ -6,9 +6,9 @@ import copy
 import json
 
 import pytest
-from audioset_data.ontology import Ontology
 
 from audioset_data.errors import OntologyError
+from audioset_data.ontology import Ontology
 
 
 def good_records() -> list[dict]:

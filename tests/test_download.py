@@ -1,0 +1,281 @@
+"""The download job end to end on loopback: yt-dlp's generic extractor + ffmpeg + the store."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audioset_data.demo import make_tone_file
+from audioset_data.download import CircuitBreaker, ShardSpec, _FolderLock, download, merge
+from audioset_data.errors import CacheError, ConfigError, DownloadError
+from audioset_data.labels import LabelIndex
+from audioset_data.manifest import Manifest
+from audioset_data.store import cache_dir, open_cache
+from audioset_data.testing import Behaviour, LoopbackServer
+
+FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
+        "sample_rate": 16000}
+
+
+@pytest.fixture(scope="session")
+def tone(tmp_path_factory) -> Path:
+    return make_tone_file(tmp_path_factory.mktemp("media") / "tone.webm", 40.0)
+
+
+@pytest.fixture(scope="session")
+def label_index(shared_data) -> LabelIndex:
+    return LabelIndex.from_file(shared_data / "segments" / "class_labels_indices.csv")
+
+
+@pytest.fixture(scope="session")
+def eval_rows(shared_data) -> pd.DataFrame:
+    """The first real eval segments (ids, labels), with times moved inside the tone file."""
+    rows = []
+    with open(shared_data / "segments" / "eval_segments.csv") as fh:
+        for row in csv.reader(fh, skipinitialspace=True):
+            if row[0].startswith("#"):
+                continue
+            rows.append(row)
+            if len(rows) == 16:
+                break
+    frame = pd.DataFrame(rows, columns=["ytid", "start", "end", "labels"])
+    frame["start"] = [float(i % 5) * 3 for i in range(len(frame))]
+    frame["end"] = frame["start"] + 10.0
+    return frame
+
+
+def _serve(server: LoopbackServer, frame: pd.DataFrame, tone: Path, missing=()) -> str:
+    for ytid in frame["ytid"]:
+        if ytid not in missing:
+            server.add(f"v/{ytid}.webm", tone)
+    return server.url("v/") + "{ytid}.webm"
+
+
+def _run(frame, url, label_index, **kw):
+    opts = {**FAST, **kw}
+    return download("t", segments=frame, url_template=url, label_index=label_index, **opts)
+
+
+def test_download_statuses_audio_targets_and_report(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:8]
+    gone = {frame["ytid"].iloc[2], frame["ytid"].iloc[5]}
+    url = _serve(http_server, frame, tone, missing=gone)
+    report = _run(frame, url, label_index, workers=3)
+    assert (report.requested, report.ok, report.failed, report.pending) == (8, 6, 2, 0)
+    assert report.by_reason == {"http_404": 2}
+    cache = open_cache("t")
+    assert len(cache) == 6
+    by_id = {cache[i]["ytid"]: cache[i] for i in range(len(cache))}
+    assert set(by_id) == set(frame["ytid"]) - gone
+    for _, row in frame[~frame["ytid"].isin(gone)].iterrows():
+        item = by_id[row["ytid"]]
+        assert item["length"] == 160000 and item["waveform"].shape == (160000,)
+        assert np.abs(item["waveform"].astype(np.float32)).mean() > 100  # real audio
+        expected = np.zeros(len(label_index), dtype=bool)
+        expected[label_index.indices(row["labels"].split(","))] = True
+        assert np.array_equal(item["target"], expected)
+    per_class = pd.read_csv(report.folder / "report.csv")
+    assert per_class["requested"].sum() == sum(len(x.split(",")) for x in frame["labels"])
+    assert per_class["failed_http_404"].sum() == sum(
+        len(x.split(",")) for x in frame[frame["ytid"].isin(gone)]["labels"])
+    failures = pd.read_csv(report.folder / "failures.csv")
+    assert set(failures["ytid"]) == gone
+
+
+def test_resume_skips_finished_work(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:6]
+    url = _serve(http_server, frame, tone, missing={frame["ytid"].iloc[0]})
+    first = _run(frame, url, label_index)
+    assert first.ok == 5
+    served = dict(http_server.requests)
+    again = _run(frame, url, label_index)
+    assert again.fetched_now == 0 and again.failed_now == 0 and again.ok == 5
+    assert dict(http_server.requests) == served  # nothing was requested again
+    # a permanent failure stays failed until asked; --retry-failed fetches it once it exists
+    http_server.add(f"v/{frame['ytid'].iloc[0]}.webm", tone)
+    assert _run(frame, url, label_index).failed == 1
+    fixed = _run(frame, url, label_index, retry_failed=True)
+    assert (fixed.ok, fixed.failed) == (6, 0)
+    assert len(open_cache("t")) == 6
+
+
+def test_transient_errors_are_retried_with_backoff(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:4]
+    url = _serve(http_server, frame, tone)
+    flaky = f"/v/{frame['ytid'].iloc[1]}.webm"
+    http_server.behaviour[flaky] = Behaviour(statuses=[503, 503])
+    always = f"/v/{frame['ytid'].iloc[2]}.webm"
+    http_server.behaviour[always] = Behaviour(statuses=[500] * 10)
+    report = _run(frame, url, label_index, max_attempts=3)
+    assert report.ok == 3 and report.by_reason == {"http_5xx": 1}
+    table = Manifest.open(report.folder / "manifest.sqlite").table().set_index("ytid")
+    assert table.loc[frame["ytid"].iloc[1], "attempts"] == 3
+    assert table.loc[frame["ytid"].iloc[2], "attempts"] == 3
+    assert table.loc[frame["ytid"].iloc[2], "permanent"] == 0
+    # a transient failure is retried by the next run without any flag
+    http_server.behaviour[always] = Behaviour()
+    assert _run(frame, url, label_index).ok == 4
+
+
+def test_throttling_pauses_instead_of_failing(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:5]
+    url = _serve(http_server, frame, tone)
+    until = time.monotonic() + 1.5
+    for ytid in frame["ytid"]:
+        http_server.behaviour[f"/v/{ytid}.webm"] = Behaviour(until=until)
+    breaker = CircuitBreaker(threshold=2, cooldown=0.5, max_cooldown=2.0)
+    report = _run(frame, url, label_index, workers=2, max_attempts=1, breaker=breaker)
+    assert (report.ok, report.failed) == (5, 0)
+    assert breaker.total_trips >= 1
+    # paused, not hammering: a handful of requests during the 1.5 s of throttling
+    assert 2 <= http_server.error_statuses[429] <= 10
+
+
+def test_breaker_gives_up_and_leaves_clips_pending(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:4]
+    url = _serve(http_server, frame, tone)
+    for ytid in frame["ytid"]:
+        http_server.behaviour[f"/v/{ytid}.webm"] = Behaviour(statuses=[429] * 100)
+    breaker = CircuitBreaker(threshold=2, cooldown=0.05, max_cooldown=0.1, max_trips=2)
+    with pytest.raises(DownloadError, match="throttling"):
+        _run(frame, url, label_index, workers=1, max_attempts=1, breaker=breaker)
+    with Manifest.open(cache_dir("t") / "manifest.sqlite") as m:
+        counts = m.counts()
+    assert counts["failed"] == 0 and counts["pending"] == 4
+
+
+def test_shards_of_a_job_array_merge_into_one_cache(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:10]
+    url = _serve(http_server, frame, tone)
+    parts = [_run(frame, url, label_index, shard=f"{i}/3") for i in (1, 2, 3)]
+    assert sum(p.requested for p in parts) == 10
+    with pytest.raises(CacheError, match="merge"):
+        open_cache("t")
+    merge("t")
+    cache = open_cache("t")
+    assert sorted(cache[i]["ytid"] for i in range(len(cache))) == sorted(frame["ytid"])
+    with pytest.raises(ConfigError):
+        ShardSpec.parse("4/3")
+
+
+def test_compact_flac_is_lossless_against_pcm16(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:3]
+    url = _serve(http_server, frame, tone)
+    download("raw", segments=frame, url_template=url, label_index=label_index, **FAST)
+    download("small", segments=frame, url_template=url, label_index=label_index, fmt="flac",
+             **FAST)
+    raw, small = open_cache("raw"), open_cache("small")
+    raw_items = {raw[i]["ytid"]: raw[i]["waveform"] for i in range(3)}
+    for i in range(3):
+        item = small[i]
+        assert np.array_equal(item["waveform"], raw_items[item["ytid"]])
+    size = {n: sum(p.stat().st_size for p in cache_dir(n).glob("*.h5")) for n in ("raw", "small")}
+    assert size["small"] < size["raw"]
+
+
+def test_bad_settings_and_inputs_fail_before_any_request(http_server, eval_rows, tone,
+                                                         label_index, monkeypatch):
+    frame = eval_rows.iloc[:3].copy()
+    url = _serve(http_server, frame, tone)
+    with pytest.raises(ConfigError, match="ytid"):
+        _run(frame, "http://127.0.0.1:1/no-template", label_index)
+    bad = frame.copy()
+    bad.loc[1, "ytid"] = "-rf;rm -rf /"
+    with pytest.raises(DownloadError):
+        _run(bad, url, label_index)
+    assert sum(http_server.requests.values()) == 0
+    with monkeypatch.context() as mp, pytest.raises(CacheError, match="no-space-check"):
+        mp.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
+        _run(frame, url, label_index)
+    folder = cache_dir("t")
+    with _FolderLock(folder / ".lock"), pytest.raises(CacheError, match="another download"):
+        _run(frame, url, label_index)
+
+
+@pytest.mark.slow
+def test_dask_localcluster_executor_gives_the_same_cache(http_server, eval_rows, tone,
+                                                         label_index):
+    distributed = pytest.importorskip("distributed")
+    frame = eval_rows.iloc[:6]
+    url = _serve(http_server, frame, tone)
+    local = download("local", segments=frame, url_template=url, label_index=label_index, **FAST)
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                 dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = download("dask", segments=frame, url_template=url, label_index=label_index,
+                          executor=client.get_executor(), **FAST)
+    assert (local.ok, remote.ok) == (6, 6)
+    a, b = open_cache("local"), open_cache("dask")
+    wa = {a[i]["ytid"]: a[i]["waveform"] for i in range(6)}
+    for i in range(6):
+        assert np.array_equal(b[i]["waveform"], wa[b[i]["ytid"]])
+
+
+_CHILD = """
+import sys
+from audioset_data.download import download
+from audioset_data.labels import LabelIndex
+download("k", segments=sys.argv[1], url_template=sys.argv[2],
+         label_index=LabelIndex.from_file(sys.argv[3]), workers=2, batch_size=2, shard_size=4,
+         sample_rate=16000, progress=False, backoff=0.05)
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_mid_download_then_resume(tmp_path, eval_rows, tone, label_index, shared_data,
+                                         _isolated_cache):
+    frame = eval_rows.iloc[:14]
+    csv_path = tmp_path / "list.csv"
+    with open(csv_path, "w") as fh:
+        fh.write("# YTID, start_seconds, end_seconds, positive_labels\n")
+        for r in frame.itertuples():
+            fh.write(f'{r.ytid}, {r.start:.3f}, {r.end:.3f}, "{r.labels}"\n')
+    labels_csv = shared_data / "segments" / "class_labels_indices.csv"
+    with LoopbackServer(pace_bytes_per_s=400_000, chunk=4096) as server:
+        url = _serve(server, frame, tone)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(csv_path), url, str(labels_csv)],
+            env={**os.environ, "AUDIOSET_DATA_HOME": str(_isolated_cache)},
+        )
+        manifest_path = cache_dir("k") / "manifest.sqlite"
+        deadline = time.monotonic() + 60
+        ok = 0
+        while time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.2)
+            if manifest_path.exists():
+                with Manifest.open(manifest_path) as m:
+                    ok = m.counts()["ok"]
+                if ok >= 4:
+                    break
+        assert child.poll() is None, "the download finished before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        with Manifest.open(manifest_path) as m:
+            before = set(m.table().query("status == 'ok'")["key"])
+        assert len(before) >= 4
+        assert len(open_cache("k")) == len(before)  # the cache opens after the kill
+        report = download("k", segments=csv_path, url_template=url, label_index=label_index,
+                          **FAST)
+        resumed = open_cache("k")
+        keys = [f"{resumed[i]['ytid']}_{round(resumed[i]['start'] * 1000)}"
+                for i in range(len(resumed))]
+        assert len(keys) == len(set(keys)) == 14 == report.ok  # nothing lost, nothing twice
+        assert before <= set(keys)
+        clean = download("clean", segments=csv_path, url_template=url,
+                         label_index=label_index, **FAST)
+        assert clean.ok == 14
+        ref = open_cache("clean")
+        wave = {ref[i]["ytid"]: ref[i]["waveform"] for i in range(len(ref))}
+        for i in range(len(resumed)):
+            assert np.array_equal(resumed[i]["waveform"], wave[resumed[i]["ytid"]])
