@@ -240,6 +240,33 @@ class Manifest:
             marks = ",".join("?" * len(old))
             conn.execute(f"DELETE FROM files WHERE name IN ({marks})", list(old))  # noqa: S608
 
+    def merge_from(self, other: PathLike) -> None:
+        """Copy the segments and files of another manifest into this one.
+
+        For a segment in both, the better status wins: ``ok`` over ``failed`` over
+        ``pending``.
+        """
+        try:
+            self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"cannot read manifest {str(other)!r}: {exc}") from exc
+        try:
+            with self.transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO files SELECT * FROM other.files")
+                conn.execute(
+                    "INSERT INTO clips SELECT * FROM other.clips WHERE true "
+                    "ON CONFLICT(key) DO UPDATE SET status=excluded.status, "
+                    "reason=excluded.reason, permanent=excluded.permanent, "
+                    "detail=excluded.detail, attempts=excluded.attempts, file=excluded.file, "
+                    "row=excluded.row, length=excluded.length, updated=excluded.updated "
+                    "WHERE clips.status != 'ok' AND (excluded.status = 'ok' OR "
+                    "clips.status = 'pending')"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise CacheError(f"cannot merge manifest {str(other)!r}: {exc}") from exc
+        finally:
+            self._conn.execute("DETACH DATABASE other")
+
     def reset(self, keys: Iterable[str]) -> None:
         """Send segments back to ``pending`` (their audio, if any, is dropped from the index)."""
         with self.transaction() as conn:
