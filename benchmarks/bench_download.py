@@ -1,0 +1,99 @@
+"""Clips per second of the whole download job with 1, 2 and 4 workers, on loopback.
+
+A paced loopback server (about 20 MB/s per connection, 16 KiB writes, plus a fixed delay per
+request standing in for network latency) serves one 5-minute WebM/Opus stand-in video under
+many ids. Each run downloads the same segment list into a fresh cache through the production
+path (yt-dlp's generic extractor, ffmpeg range reads, the HDF5 writer). The baseline is the
+1-worker run measured in the same invocation; the ratios are speed-ups over it.
+
+Run: ``python benchmarks/bench_download.py [--clips 24] [--out benchmarks/results/download.md]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from audioset_data.demo import make_tone_file
+from audioset_data.download import download
+from audioset_data.labels import LabelIndex
+from audioset_data.testing import Behaviour, LoopbackServer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "segments"
+
+
+def segment_list(n: int) -> pd.DataFrame:
+    """The first ``n`` real eval segments, with start times moved inside the 5-minute file."""
+    rows = []
+    with open(SHARED / "eval_segments.csv") as fh:
+        for row in csv.reader(fh, skipinitialspace=True):
+            if not row[0].startswith("#"):
+                rows.append(row)
+            if len(rows) == n:
+                break
+    frame = pd.DataFrame(rows, columns=["ytid", "start", "end", "labels"])
+    frame["start"] = [float((i * 37) % 280) for i in range(n)]
+    frame["end"] = frame["start"] + 10.0
+    return frame
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=24)
+    ap.add_argument("--latency", type=float, default=0.05, help="seconds added per request")
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    labels = LabelIndex.from_file(SHARED / "class_labels_indices.csv")
+    frame = segment_list(args.clips)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, LoopbackServer(pace_bytes_per_s=20e6) as srv:
+        video = make_tone_file(Path(tmp) / "v.webm", 300.0)
+        for ytid in frame["ytid"]:
+            path = srv.add(f"v/{ytid}.webm", video)
+            srv.behaviour["/" + path.split("/", 3)[3]] = Behaviour(stall_s=args.latency)
+        url = srv.url("v/") + "{ytid}.webm"
+        for workers in (int(w) for w in args.workers.split(",")):
+            srv.reset_counters()
+            t0 = time.perf_counter()
+            report = download(f"bench-{workers}", segments=frame, url_template=url,
+                              root=Path(tmp) / f"root{workers}", label_index=labels,
+                              workers=workers, progress=False, check_space=False)
+            wall = time.perf_counter() - t0
+            if report.ok != len(frame):
+                sys.exit(f"only {report.ok}/{len(frame)} clips arrived: {report.by_reason}")
+            results.append((workers, wall, len(frame) / wall, srv.total_bytes() / len(frame)))
+    base = results[0][2]
+    lines = [
+        "| workers | wall s | clips/s | speed-up vs 1 worker | bytes served per clip |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for workers, wall, rate, per_clip in results:
+        lines.append(f"| {workers} | {wall:.2f} | {rate:.2f} | {rate / base:.2f}x | "
+                     f"{per_clip / 1e3:.0f} kB |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        cmd = "python benchmarks/bench_download.py " + " ".join(sys.argv[1:])
+        args.out.write_text(
+            "# Download throughput on loopback\n\n"
+            f"Command: `{cmd}`\n\n"
+            f"Machine: {platform.machine()}, {platform.python_version()}, 2 cores shared. "
+            f"{args.clips} segments of the real eval list, each served as a 5-minute WebM/Opus "
+            f"stand-in by a loopback server paced at 20 MB/s per connection with "
+            f"{args.latency * 1000:.0f} ms added per request. Full job: yt-dlp generic "
+            "extractor, ffmpeg range reads, decoding to 32 kHz int16, HDF5 writer. Baseline: "
+            "the 1-worker run of the same invocation.\n\n" + table + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
