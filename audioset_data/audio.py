@@ -295,6 +295,8 @@ def decode_pcm(
     if network:
         rw = rw_timeout if rw_timeout is not None else timeout
         args += ["-rw_timeout", str(int(rw * 1_000_000))]
+        # bounded range requests: what the server pushes ahead of a seek is at most one request
+        args += ["-initial_request_size", "65536", "-request_size", "262144"]
         args += _headers_arg(headers)
     # read a little past the end: the resampler holds back a few ms that ``-t`` would cut
     args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration + 0.1:.6f}"]
