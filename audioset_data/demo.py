@@ -47,7 +47,7 @@ def run_demo(
 ) -> DownloadReport:
     """Download ``n_clips`` eval segments from generated stand-ins served on loopback."""
     segments = load_segments("eval", root=root, base_url=csv_base_url)
-    table = segments.to_frame().iloc[:n_clips]
+    table = segments[:n_clips].table
     with tempfile.TemporaryDirectory(prefix="audioset-demo-") as tmp, LoopbackServer() as srv:
         source = make_tone_file(Path(tmp) / "tone.webm", float(table["end"].max()) + 1.0)
         gone = set(table["ytid"].iloc[1::max(2, n_clips // 2)][:2])

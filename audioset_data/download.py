@@ -214,34 +214,36 @@ def _fetch_task(fetcher: ClipFetcher, ytid: str, start: float, end: float,
 
 def _segment_table(segments: Any) -> pd.DataFrame:
     """ytid, start, end, labels (comma-joined mids) from a Segments object or a DataFrame."""
-    if isinstance(segments, pd.DataFrame):
-        frame = segments
-    elif hasattr(segments, "to_frame"):
-        frame = segments.to_frame()
-    elif hasattr(segments, "frame"):
-        frame = segments.frame
-    else:
+    if hasattr(segments, "arrow"):  # a Segments object: join label lists in Arrow, not Python
+        import pyarrow.compute as pc
+
+        t = segments.arrow
+        return pd.DataFrame({
+            "ytid": t["ytid"].to_numpy(zero_copy_only=False).astype(str),
+            "start": t["start"].to_numpy(),
+            "end": t["end"].to_numpy(),
+            "labels": pc.binary_join(t["labels"], ",").to_numpy(zero_copy_only=False),
+        })
+    if not isinstance(segments, pd.DataFrame):
         raise ConfigError(f"cannot read segments from {type(segments).__name__}")
-    missing = {"ytid", "start", "end", "labels"} - set(frame.columns)
+    missing = {"ytid", "start", "end", "labels"} - set(segments.columns)
     if missing:
         raise ConfigError(f"segment table lacks columns {sorted(missing)}")
-    labels = frame["labels"].map(lambda v: v if isinstance(v, str) else ",".join(v))
+    labels = segments["labels"].map(lambda v: v if isinstance(v, str) else ",".join(v))
     return pd.DataFrame({
-        "ytid": frame["ytid"].astype(str).to_numpy(),
-        "start": frame["start"].astype(float).to_numpy(),
-        "end": frame["end"].astype(float).to_numpy(),
+        "ytid": segments["ytid"].astype(str).to_numpy(),
+        "start": segments["start"].astype(float).to_numpy(),
+        "end": segments["end"].astype(float).to_numpy(),
         "labels": labels.to_numpy(),
     })
 
 
 def _resolve_segments(
     split: str | None, segments: Any, root: PathLike | None, csv_base_url: str | None,
-    accept_new_upstream: bool,
+    accept_new_upstream: bool, label_index: LabelIndex,
 ) -> tuple[str, pd.DataFrame]:
     """The cache name and the segment table of what the caller asked for."""
-    if isinstance(segments, pd.DataFrame) or (
-        segments is not None and not isinstance(segments, str | Path)
-    ):
+    if segments is not None and not isinstance(segments, str | Path):
         if split is None:
             raise ConfigError("give split= (the cache name) together with a segments object")
         return _cache_name(split), _segment_table(segments)
@@ -251,19 +253,19 @@ def _resolve_segments(
         if split is None:
             raise ConfigError("download needs a split or segments")
         name = _cache_name(split)
-        seg = load_segments(name, root=root, base_url=csv_base_url,
+        seg = load_segments(name, root=root, base_url=csv_base_url, label_index=label_index,
                             accept_new_upstream=accept_new_upstream)
         return name, _segment_table(seg)
-    seg = load_segments(Path(segments), root=root)
+    seg = load_segments(Path(segments), root=root, label_index=label_index)
     return _cache_name(split) if split else Path(segments).stem, _segment_table(seg)
 
 
 def _cache_name(split: str) -> str:
     """Canonical split name for official splits (aliases folded), else the name as given."""
-    from .segments import split_name
+    from .segments import canonical_split
 
     try:
-        return split_name(split)
+        return canonical_split(split)
     except AudioSetError:
         return split
 
@@ -350,9 +352,10 @@ def download(
     if max_attempts < 1:
         raise ConfigError("max_attempts must be at least 1")
     part = ShardSpec.parse(shard) if shard is not None else None
-    name, table = _resolve_segments(split, segments, root, csv_base_url, accept_new_upstream)
     index = label_index or LabelIndex.load(root=root, base_url=csv_base_url,
                                            accept_new_upstream=accept_new_upstream)
+    name, table = _resolve_segments(split, segments, root, csv_base_url, accept_new_upstream,
+                                    index)
     for ytid in table["ytid"]:
         validate_ytid(ytid)
     table["key"] = [clip_key(y, s) for y, s in zip(table["ytid"], table["start"], strict=True)]

@@ -456,7 +456,8 @@ class AudioSetCache:
         else:
             from .audio import decode_audio
 
-            pcm, _ = decode_audio(bytes(h5["audio"][row]))
+            pcm, _ = decode_audio(bytes(h5["audio"][row]), sample_rate=self.sample_rate,
+                                  num_samples=length)
             waveform = np.zeros(self.clip_samples, dtype=np.int16)
             waveform[: min(len(pcm), self.clip_samples)] = pcm[: self.clip_samples]
         return {

@@ -101,4 +101,6 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_demo(root=args.root, csv_base_url=args.csv_url, n_clips=args.clips,
                       workers=args.workers)
     print(report.summary())
+    print(f"per-class report: {report.folder / 'report.csv'}; read the clips with "
+          "audioset_data.open_cache('demo') or `audioset cache --split demo`")
     return 0
