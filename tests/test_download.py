@@ -182,6 +182,22 @@ def test_compact_flac_is_lossless_against_pcm16(http_server, eval_rows, tone, la
     assert size["small"] < size["raw"]
 
 
+def test_compact_opus_decodes_close_to_pcm16(http_server, eval_rows, tone, label_index):
+    frame = eval_rows.iloc[:2]
+    url = _serve(http_server, frame, tone)
+    download("raw", segments=frame, url_template=url, label_index=label_index, **FAST)
+    download("opus", segments=frame, url_template=url, label_index=label_index, fmt="opus",
+             **FAST)
+    raw, small = open_cache("raw"), open_cache("opus")
+    ref = {raw[i]["ytid"]: raw[i]["waveform"].astype(np.float64) for i in range(2)}
+    for i in range(2):
+        item = small[i]
+        got = item["waveform"].astype(np.float64)
+        assert got.shape == ref[item["ytid"]].shape and item["length"] == 160000
+        corr = np.corrcoef(got[2000:-2000], ref[item["ytid"]][2000:-2000])[0, 1]
+        assert corr > 0.9
+
+
 def test_bad_settings_and_inputs_fail_before_any_request(http_server, eval_rows, tone,
                                                          label_index, monkeypatch):
     frame = eval_rows.iloc[:3].copy()
