@@ -160,19 +160,13 @@ class Manifest:
 
     def statuses(self, keys: Sequence[str] | None = None) -> pd.DataFrame:
         """Key, status, reason, permanent and attempts, for ``keys`` or every segment."""
-        cols = "key, ytid, start, end_ AS end, labels, status, reason, permanent, attempts"
-        if keys is None:
-            return pd.read_sql_query(f"SELECT {cols} FROM clips", self._conn)  # noqa: S608
-        frames = []
-        keys = list(keys)
-        for i in range(0, len(keys), 900):
-            chunk = keys[i : i + 900]
-            marks = ",".join("?" * len(chunk))
-            frames.append(pd.read_sql_query(
-                f"SELECT {cols} FROM clips WHERE key IN ({marks})",  # noqa: S608
-                self._conn, params=chunk,
-            ))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        frame = pd.read_sql_query(
+            "SELECT key, ytid, start, end_ AS end, labels, status, reason, permanent, attempts "
+            "FROM clips", self._conn,
+        )
+        if keys is not None:
+            frame = frame[frame["key"].isin(pd.Index(keys))].reset_index(drop=True)
+        return frame
 
     def table(self) -> pd.DataFrame:
         """The whole manifest as a DataFrame (one row per segment)."""
@@ -281,13 +275,16 @@ class Manifest:
             "SELECT name, kind, n_rows, created FROM files ORDER BY created, name", self._conn
         )
 
-    def placements(self) -> pd.DataFrame:
-        """``key, ytid, start, end, labels, file, row, length`` of every ``ok`` clip."""
-        return pd.read_sql_query(
-            "SELECT key, ytid, start, end_ AS end, labels, file, row, length FROM clips "
-            "WHERE status='ok' ORDER BY file, row",
-            self._conn,
-        )
+    def placements(self, files: Sequence[str] | None = None) -> pd.DataFrame:
+        """``key, ytid, start, end, labels, file, row, length`` of every ``ok`` clip (or of
+        those in ``files``), ordered by file and row."""
+        sql = ("SELECT key, ytid, start, end_ AS end, labels, file, row, length FROM clips "
+               "WHERE status='ok'")
+        params: list[str] = []
+        if files is not None:
+            params = list(files)
+            sql += f" AND file IN ({','.join('?' * len(params))})"
+        return pd.read_sql_query(sql + " ORDER BY file, row", self._conn, params=params)
 
 
 __all__ = ["Manifest", "Placement", "STATUSES", "clip_key"]

@@ -334,7 +334,7 @@ class CacheWriter:
             if total == 0 or (total < self.shard_size and not final):
                 return
             take = min(total, self.shard_size)
-            placed = self.manifest.placements()
+            placed = self.manifest.placements(list(batches["name"]))
             plan: list[tuple[str, int, list[str]]] = []  # file, rows used, keys in row order
             need = take
             for name, n_rows in zip(batches["name"], batches["n_rows"], strict=True):
