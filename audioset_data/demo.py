@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import tempfile
+from concurrent.futures import Executor
 from pathlib import Path
 
 from .audio import find_ffmpeg
@@ -44,8 +45,14 @@ def run_demo(
     n_clips: int = 24,
     workers: int = 4,
     progress: bool = True,
+    executor: Executor | None = None,
+    shard: str | None = None,
 ) -> DownloadReport:
-    """Download ``n_clips`` eval segments from generated stand-ins served on loopback."""
+    """Download ``n_clips`` eval segments from generated stand-ins served on loopback.
+
+    ``executor`` and ``shard`` are passed to :func:`audioset_data.download`, so the demo also
+    shows a Dask cluster or one job of an array at work.
+    """
     segments = load_segments("eval", root=root, base_url=csv_base_url)
     table = segments[:n_clips].table
     with tempfile.TemporaryDirectory(prefix="audioset-demo-") as tmp, LoopbackServer() as srv:
@@ -58,6 +65,7 @@ def run_demo(
             DEMO_CACHE, segments=table, root=root, csv_base_url=csv_base_url,
             url_template=srv.url("v/") + "{ytid}.webm", workers=workers, progress=progress,
             shard_size=max(4, n_clips // 3), batch_size=4, max_attempts=1,
+            executor=executor, shard=shard,
         )
     return report
 

@@ -161,6 +161,7 @@ class DownloadReport:
     elapsed_s: float
     by_reason: dict[str, int] = field(default_factory=dict)
     per_class: pd.DataFrame | None = None
+    report_path: Path | None = None
 
     @property
     def clips_per_s(self) -> float:
@@ -178,6 +179,11 @@ class DownloadReport:
         ]
         for reason, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed {reason}: {n}")
+        if self.per_class is not None and self.failed:
+            pc = self.per_class.assign(cover=self.per_class["cached"] / self.per_class["requested"])
+            worst = pc.sort_values(["cover", "requested"], ascending=[True, False]).head(5)
+            lines.append("lowest coverage: " + "; ".join(
+                f"{r.display_name} {r.cached}/{r.requested}" for r in worst.itertuples()))
         return "\n".join(lines)
 
 
@@ -420,7 +426,8 @@ def download(
             finally:
                 if own_executor:
                     pool.shutdown(wait=True, cancel_futures=True)
-            report = _report(manifest, folder, table, index, run, time.monotonic() - t0)
+            report = _report(manifest, folder, table, index, run, time.monotonic() - t0,
+                             suffix=f".{part.tag}" if part else "")
         finally:
             manifest.close()
     return report
@@ -570,15 +577,15 @@ def _check_space(folder: Path, n: int, fmt: str, sample_rate: int, clip_seconds:
 
 
 def _report(manifest: Manifest, folder: Path, table: pd.DataFrame, index: LabelIndex,
-            run: _Run, elapsed: float) -> DownloadReport:
+            run: _Run, elapsed: float, suffix: str = "") -> DownloadReport:
     status = manifest.statuses(list(table["key"]))
     counts = status["status"].value_counts()
     failed = status[status["status"] == "failed"]
     by_reason = {str(k): int(v) for k, v in failed["reason"].value_counts().items()}
     per_class = _per_class(status, index)
-    per_class.to_csv(folder / "report.csv", index=False)
+    per_class.to_csv(folder / f"report{suffix}.csv", index=False)
     failed[["key", "ytid", "start", "end", "reason", "permanent", "attempts"]].to_csv(
-        folder / "failures.csv", index=False)
+        folder / f"failures{suffix}.csv", index=False)
     if run.unknown_labels:
         logger.warning("labels not in the label index were ignored: %s",
                        dict(run.unknown_labels.most_common(5)))
@@ -586,7 +593,7 @@ def _report(manifest: Manifest, folder: Path, table: pd.DataFrame, index: LabelI
         folder=folder, requested=len(status), ok=int(counts.get("ok", 0)),
         failed=int(counts.get("failed", 0)), pending=int(counts.get("pending", 0)),
         fetched_now=run.fetched, failed_now=run.failed, elapsed_s=elapsed,
-        by_reason=by_reason, per_class=per_class,
+        by_reason=by_reason, per_class=per_class, report_path=folder / f"report{suffix}.csv",
     )
 
 

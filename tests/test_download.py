@@ -91,6 +91,21 @@ def test_download_statuses_audio_targets_and_report(http_server, eval_rows, tone
     assert set(failures["ytid"]) == gone
 
 
+def test_broken_media_fails_with_a_reason_and_the_rest_goes_on(http_server, eval_rows, tone,
+                                                                label_index):
+    frame = eval_rows.iloc[:5]
+    junk, cut = frame["ytid"].iloc[1], frame["ytid"].iloc[3]
+    url = _serve(http_server, frame, tone, missing={junk})
+    http_server.add(f"v/{junk}.webm", np.random.default_rng(0).bytes(200_000))
+    http_server.behaviour[f"/v/{cut}.webm"] = Behaviour(truncate_at=tone.stat().st_size // 3)
+    report = _run(frame, url, label_index, max_attempts=2)
+    assert report.ok == 3 and report.failed == 2
+    table = pd.read_csv(report.folder / "failures.csv").set_index("ytid")
+    assert table.loc[junk, "reason"] in {"decode_error", "no_audio"}
+    assert bool(table.loc[junk, "permanent"])
+    assert table.loc[cut, "reason"] == "truncated" and not bool(table.loc[cut, "permanent"])
+
+
 def test_resume_skips_finished_work(http_server, eval_rows, tone, label_index):
     frame = eval_rows.iloc[:6]
     url = _serve(http_server, frame, tone, missing={frame["ytid"].iloc[0]})

@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--csv-url", help="mirror address of the official CSV files")
     d.add_argument("--clips", type=int, default=24, help="how many eval segments (default 24)")
     d.add_argument("--workers", type=int, default=4, help="parallel downloads (default 4)")
+    d.add_argument("--shard", help="I/N: only this job's part (then `audioset merge --split demo`)")
     d.set_defaults(func=_demo)
 
 
@@ -66,7 +67,7 @@ def _download(args: argparse.Namespace) -> int:
         accept_new_upstream=args.accept_new_upstream, progress=not args.no_progress,
     )
     print(report.summary())
-    print(f"per-class report: {report.folder / 'report.csv'}")
+    print(f"per-class report: {report.report_path}")
     return 0
 
 
@@ -99,8 +100,8 @@ def _demo(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
     report = run_demo(root=args.root, csv_base_url=args.csv_url, n_clips=args.clips,
-                      workers=args.workers)
+                      workers=args.workers, shard=args.shard)
     print(report.summary())
-    print(f"per-class report: {report.folder / 'report.csv'}; read the clips with "
+    print(f"per-class report: {report.report_path}; read the clips with "
           "audioset_data.open_cache('demo') or `audioset cache --split demo`")
     return 0
