@@ -9,19 +9,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from . import errors as _errors
 from .config import data_home
-from .errors import (
-    AudioSetError,
-    CacheError,
-    ChecksumMismatchError,
-    ConfigError,
-    DownloadError,
-    LabelIndexError,
-    OntologyError,
-    RemoteError,
-    SegmentsError,
-    UnknownClassError,
-)
+from .errors import *  # noqa: F403 - the exception hierarchy is part of the top-level API
 
 __version__ = "0.1.0"
 
@@ -43,16 +33,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AudioSetError",
-    "CacheError",
-    "ChecksumMismatchError",
-    "ConfigError",
-    "DownloadError",
-    "LabelIndexError",
-    "OntologyError",
-    "RemoteError",
-    "SegmentsError",
-    "UnknownClassError",
+    *_errors.__all__,
     "__version__",
     "data_home",
     *_LAZY,
