@@ -21,17 +21,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import logging
 import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -74,7 +75,7 @@ Duplicates = Literal["report", "error"]
 HEADER_COLUMNS = "# YTID, start_seconds, end_seconds, positive_labels"
 #: Bumped whenever the parsed-cache layout or the parser's output changes.
 CACHE_FORMAT = 1
-_CHUNK_ROWS = 1 << 18
+_BLOCK_BYTES = 4 << 20
 _YTID = re.compile(r"[A-Za-z0-9_-]{11}")
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?"
 _SEP = r"[ \t]*,[ \t]*"
@@ -196,17 +197,38 @@ def _diagnose(text: str, last_without_newline: bool) -> str:
 class _Parser:
     """Turns the bytes of a segment list into columns, a label matrix and a report."""
 
-    def __init__(self, data: bytes, source: str, label_index: LabelIndex, options: _Options):
-        self.data = data
+    def __init__(self, fh: BinaryIO, source: str, label_index: LabelIndex, options: _Options,
+                 size: int = 0):
+        self.fh = fh
+        self.size = size
         self.source = source
         self.label_index = label_index
         self.options = options
         self.value_set = pa.array(label_index.mids, pa.string())
 
-    def lines(self) -> tuple[pa.StringArray, np.ndarray, list[str], bool]:
-        """All data lines (with their newline), their 1-based line numbers, the comment lines,
-        and whether the file ends with a newline."""
-        data = self.data
+    def blocks(self) -> Iterator[tuple[bytes, int, bool]]:
+        """Blocks of whole lines: ``(bytes, number of the first line, is the last block)``."""
+        rest = b""
+        first = 1
+        while True:
+            piece = self.fh.read(_BLOCK_BYTES)
+            if not piece:
+                if rest:
+                    yield rest, first, True
+                return
+            data = rest + piece
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                rest = data
+                continue
+            block, rest = data[:cut], data[cut:]
+            yield block, first, False
+            first += block.count(b"\n")
+
+    def lines(self, data: bytes, first_line: int = 1
+              ) -> tuple[pa.StringArray, np.ndarray, list[str], bool]:
+        """The data lines of a block (with their newline), their 1-based line numbers, the
+        comment lines, and whether the block ends with a newline."""
         buf = np.frombuffer(data, dtype=np.uint8)
         newlines = [np.flatnonzero(buf[i : i + (1 << 24)] == 10) + i
                     for i in range(0, len(buf), 1 << 24)]
@@ -228,13 +250,14 @@ class _Parser:
                 try:
                     data[s:e].decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    raise SegmentsError(f"{self.source}:{i + 1}: not UTF-8 text ({exc})") from None
+                    raise SegmentsError(
+                        f"{self.source}:{first_line + i}: not UTF-8 text ({exc})") from None
             raise SegmentsError(f"{self.source}: not UTF-8 text") from None
         first = buf[starts] if len(starts) else np.zeros(0, np.uint8)
         length = np.diff(offsets)
         # comments start with '#'; blank lines hold only a newline (and maybe '\r')
         skip = (first == ord("#")) | (first == 10) | ((first == 13) & (length <= 2))
-        line_no = np.arange(1, len(starts) + 1, dtype=np.int64)
+        line_no = np.arange(first_line, first_line + len(starts), dtype=np.int64)
         comments = [data[starts[i]:offsets[i + 1]].decode().rstrip("\r\n")
                     for i in np.flatnonzero(first == ord("#"))]
         if skip.any():
@@ -332,36 +355,54 @@ class _Parser:
             chunk.unknown = [u for u in unknown_rows if u[0] in kept]
         return chunk
 
-    def run(self, progress: bool | None = None) -> Segments:
-        lines, line_no, comments, ends_with_newline = self.lines()
-        last_line = None if ends_with_newline or not len(line_no) else int(line_no[-1])
-        n = len(lines)
-        bounds = [(i, min(n, i + _CHUNK_ROWS)) for i in range(0, n, _CHUNK_ROWS)] or [(0, 0)]
-        show = progress if progress is not None else len(self.data) > (64 << 20)
-        workers = max(1, min(len(bounds), os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool, tqdm(
-            total=n, unit="rows", desc=Path(self.source).name, disable=not show, leave=False
-        ) as bar:
-            def work(b: tuple[int, int]) -> _Chunk:
-                out = self.chunk(lines.slice(b[0], b[1] - b[0]), line_no[b[0]:b[1]], last_line)
-                bar.update(b[1] - b[0])
-                return out
+    def block(self, data: bytes, first_line: int, last: bool) -> tuple[_Chunk, list[str]]:
+        """Parse one block of whole lines (runs on a worker thread)."""
+        lines, line_no, comments, ends_with_newline = self.lines(data, first_line)
+        del data
+        last_line = int(line_no[-1]) if last and not ends_with_newline and len(line_no) else None
+        return self.chunk(lines, line_no, last_line), comments
 
-            chunks = list(pool.map(work, bounds))
+    def run(self, progress: bool | None = None) -> Segments:
+        show = progress if progress is not None else self.size > (64 << 20)
+        workers = max(1, min(4, os.cpu_count() or 1))
+        results: list[Future[tuple[_Chunk, list[str]]]] = []
+        with ThreadPoolExecutor(workers) as pool, tqdm(
+            total=self.size or None, unit="B", unit_scale=True, desc=Path(self.source).name,
+            disable=not show, leave=False,
+        ) as bar:
+            pending: list[Future[tuple[_Chunk, list[str]]]] = []
+            for data, first, last in self.blocks():
+                while len(pending) >= workers:  # bound the blocks held in memory
+                    pending.pop(0).result()
+                fut = pool.submit(self.block, data, first, last)
+                bar.update(len(data))
+                pending.append(fut)
+                results.append(fut)
+            outs = [f.result() for f in results]
+        if not outs:
+            outs = [self.block(b"", 1, True)]
+        chunks = [c for c, _ in outs]
+        comments = [line for _, cm in outs for line in cm]
         rejected = [r for c in chunks for r in c.rejected]
         unknown = [u for c in chunks for u in c.unknown]
-        counts = np.concatenate([c.counts for c in chunks])
-        indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
+        n_rows = sum(len(c.counts) for c in chunks)
+        n_entries = sum(int(c.counts.sum()) for c in chunks)
+        indptr = np.zeros(n_rows + 1, dtype=np.int32 if n_entries < 2**31 else np.int64)
+        pos = 0
+        for c in chunks:
+            np.cumsum(c.counts, out=indptr[pos + 1 : pos + 1 + len(c.counts)])
+            indptr[pos + 1 : pos + 1 + len(c.counts)] += indptr[pos]
+            pos += len(c.counts)
         cols = np.concatenate([c.cols for c in chunks])
         matrix = _csr(cols, indptr, len(self.label_index))
-        table = pa.table({
-            "ytid": pa.concat_arrays([c.ytid for c in chunks]).cast(pa.string()),
+        table = pa.table({  # chunked columns: no copy of the strings
+            "ytid": pa.chunked_array([c.ytid for c in chunks], pa.string()),
             "start": np.concatenate([c.start for c in chunks]),
             "end": np.concatenate([c.end for c in chunks]),
-            "labels": pa.concat_arrays([c.labels for c in chunks]).cast(pa.list_(pa.string())),
+            "labels": pa.chunked_array([c.labels for c in chunks], pa.list_(pa.string())),
         })
         lines_kept = np.concatenate([c.lines for c in chunks])
+        del chunks, outs, results
         seg = Segments(table, matrix, self.label_index, source=self.source, lines=lines_kept,
                        header=comments)
         if self.options.duplicates == "error":
@@ -399,6 +440,12 @@ class _Parser:
                 logger.warning("%s: %d rows share a (ytid, start) with another row; "
                                "see .duplicates()", self.source, len(dup))
         return seg
+
+
+def _parse_file(path: Path, index: LabelIndex, options: _Options,
+                progress: bool | None) -> Segments:
+    with path.open("rb") as fh:
+        return _Parser(fh, str(path), index, options, path.stat().st_size).run(progress)
 
 
 def _csr(cols: np.ndarray, indptr: np.ndarray, n_labels: int) -> sp.csr_array:
@@ -462,7 +509,7 @@ class Segments:
         if missing:
             raise SegmentsError(f"{source}: table lacks the columns {sorted(missing)}")
         table = table.select(["ytid", "start", "end", "labels"])
-        self._table = table.combine_chunks()
+        self._table = table
         self.label_index = label_index
         if label_matrix is None:
             label_matrix = _matrix_from_labels(self._table["labels"], label_index)
@@ -530,7 +577,7 @@ class Segments:
         options = _Options(unknown_labels, on_bad_rows, duplicates)
         options.check()
         data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        return _Parser(data, source, label_index, options).run(progress)
+        return _Parser(io.BytesIO(data), source, label_index, options, len(data)).run(progress)
 
     @classmethod
     def from_file(
@@ -561,7 +608,7 @@ class Segments:
         options.check()
         if cache:
             return _load_cached(path, index, options, root, progress)
-        return _Parser(path.read_bytes(), str(path), index, options).run(progress)
+        return _parse_file(path, index, options, progress)
 
     @classmethod
     def load(cls, split_or_path: str | PathLike, **kwargs: Any) -> Segments:
@@ -906,10 +953,13 @@ class Segments:
 
 def _all_distinct(ytid: pa.ChunkedArray | pa.Array) -> bool:
     """Whether no id repeats; cheap for sorted ids (as in the official lists)."""
-    if isinstance(ytid, pa.ChunkedArray):
-        ytid = ytid.combine_chunks()
-    head, tail = ytid.slice(0, len(ytid) - 1), ytid.slice(1)
-    if pc.all(pc.less(head, tail)).as_py():
+    chunks = [c for c in (ytid.chunks if isinstance(ytid, pa.ChunkedArray) else [ytid]) if len(c)]
+    ascending = all(
+        pc.all(pc.less(c.slice(0, len(c) - 1), c.slice(1))).as_py() is not False
+        for c in chunks
+    ) and all(a[len(a) - 1].as_py() < b[0].as_py()
+              for a, b in zip(chunks, chunks[1:], strict=False))
+    if ascending:
         return True
     return pc.count_distinct(ytid).as_py() == len(ytid)
 
@@ -968,7 +1018,7 @@ def _load_cached(path: Path, index: LabelIndex, options: _Options, root: PathLik
             return seg
         except (OSError, ValueError, KeyError, pa.ArrowException) as exc:
             logger.warning("parsed cache %s is unreadable (%s); parsing again", target, exc)
-    seg = _Parser(path.read_bytes(), str(path), index, options).run(progress)
+    seg = _parse_file(path, index, options, progress)
     try:
         _write_cache(seg, target, sha256)
     except OSError as exc:  # a read-only cache must not stop the load
