@@ -450,3 +450,12 @@ def test_cli_select_bad_class_is_one_line_error(mirror, tmp_path, capsys):
     assert main(["segments", "select", "--split", "eval", "--class", "Nope",
                  "-o", str(tmp_path / "x.csv")]) == 2
     assert "Nope" in capsys.readouterr().err
+
+
+def test_small_blocks_keep_line_numbers(shared_data, index, eval_seg, monkeypatch):
+    import audioset_data.segments as segments_module
+
+    monkeypatch.setattr(segments_module, "_BLOCK_BYTES", 4096)
+    seg = Segments.from_file(shared_data / "segments" / "eval_segments.csv", label_index=index)
+    assert seg.lines.tolist() == eval_seg.lines.tolist()
+    assert (seg.label_matrix != eval_seg.label_matrix).nnz == 0
