@@ -43,6 +43,18 @@ _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _BYTES_READ = re.compile(r"Statistics: (\d+) bytes read")
 _HTTP_STATUS = re.compile(r"Server returned (\d{3})|HTTP error (\d{3})")
+#: ffmpeg http options for network inputs, chosen by ``benchmarks/bench_bytes.py``. Range
+#: requests are bounded, so what a server pushes past the bytes ffmpeg needs (before a seek or
+#: at the end of the clip) is at most one request: 32 KiB for the first request and the first
+#: one after each seek (the webm/mp4 header and index of an hour of audio fit in it), 64 KiB
+#: after that. A forward skip of more than 32 KiB (e.g. from an mp4 fragment header to the
+#: wanted sample) becomes a new range request instead of a read-through; by default ffmpeg
+#: reads through gaps up to the TCP receive window (often 200 KiB or more).
+_HTTP_READ_OPTIONS = (
+    "-initial_request_size", "32768",
+    "-request_size", "65536",
+    "-short_seek_size", "32768",
+)
 #: Log lines that show the input ended before the server said it would.
 _TRUNCATION_HINTS = ("Stream ends prematurely", "Will reconnect", "Connection reset")
 
@@ -295,8 +307,7 @@ def decode_pcm(
     if network:
         rw = rw_timeout if rw_timeout is not None else timeout
         args += ["-rw_timeout", str(int(rw * 1_000_000))]
-        # bounded range requests: what the server pushes ahead of a seek is at most one request
-        args += ["-initial_request_size", "65536", "-request_size", "262144"]
+        args += list(_HTTP_READ_OPTIONS)
         args += _headers_arg(headers)
     # read a little past the end: the resampler holds back a few ms that ``-t`` would cut
     args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration + 0.1:.6f}"]
