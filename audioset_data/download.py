@@ -181,6 +181,7 @@ class DownloadReport:
             lines.append(f"  failed {reason}: {n}")
         if self.per_class is not None and self.failed:
             pc = self.per_class.assign(cover=self.per_class["cached"] / self.per_class["requested"])
+            pc = pc[pc["cover"] < 1]
             worst = pc.sort_values(["cover", "requested"], ascending=[True, False]).head(5)
             lines.append("lowest coverage: " + "; ".join(
                 f"{r.display_name} {r.cached}/{r.requested}" for r in worst.itertuples()))
