@@ -106,6 +106,30 @@ def test_broken_media_fails_with_a_reason_and_the_rest_goes_on(http_server, eval
     assert table.loc[cut, "reason"] == "truncated" and not bool(table.loc[cut, "permanent"])
 
 
+def test_subset_selected_through_the_metadata_layer_shares_the_split_cache(
+        http_server, mirror, tone, label_index):
+    from audioset_data.segments import load_segments
+
+    seg = load_segments("eval", label_index=label_index)
+    dogs = seg.any_of("Dog")[:3]
+    frame = dogs.table
+    for ytid in frame["ytid"]:
+        http_server.add(f"v/{ytid}.webm", tone)
+    url = http_server.url("v/") + "{ytid}.webm"
+    report = download("eval_segments", segments=dogs, url_template=url,
+                      label_index=label_index, **FAST)
+    assert report.folder == cache_dir("eval") and report.ok == 3
+    dog = label_index.index("/m/0bt9lr")
+    cache = open_cache("eval")
+    assert all(cache[i]["target"][dog] for i in range(len(cache)))
+    # the short segments of the real list are padded and keep their true length
+    for i in range(len(cache)):
+        item = cache[i]
+        want = round((item["end"] - item["start"]) * 16000)
+        assert abs(item["length"] - min(want, 160000)) <= 16
+        assert not item["waveform"][item["length"] + 16:].any()
+
+
 def test_resume_skips_finished_work(http_server, eval_rows, tone, label_index):
     frame = eval_rows.iloc[:6]
     url = _serve(http_server, frame, tone, missing={frame["ytid"].iloc[0]})
