@@ -1,9 +1,12 @@
 """Bytes fetched per 10-s clip: ClipFetcher (seek + range reads) vs download-whole-then-trim.
 
 A paced loopback server (about 20 MB/s, 4 KiB writes) serves 5-minute and 60-minute audio files
-encoded like YouTube's audio-only formats (webm/opus and m4a/aac at ~128 kbit/s). For several
-start offsets it counts the body bytes the server sent for one clip, with the fetcher and with
-the usual research-script method (GET the whole file, then trim it with ffmpeg).
+laid out like YouTube's audio-only formats: webm/opus (itag 251) at a constant 128 kbit/s with
+the Cues index before the clusters, and fragmented DASH m4a/aac (itag 140) at 128 kbit/s with a
+global ``sidx`` index and 10-s fragments. A non-fragmented mp4 with its ``moov`` in front is
+measured too, as a pessimistic case YouTube does not serve. For several start offsets it counts
+the body bytes the server sent for one clip, with the fetcher and with the usual
+research-script method (GET the whole file, then trim it with ffmpeg).
 
 Run: ``python benchmarks/bench_bytes.py [--out benchmarks/results/bytes.md]``
 """
@@ -20,24 +23,33 @@ from pathlib import Path
 
 import requests
 
-from audioset_data.audio import decode_pcm, find_ffmpeg
+from audioset_data.audio import _HTTP_READ_OPTIONS, decode_pcm, find_ffmpeg
 from audioset_data.clip import ClipFetcher
 from audioset_data.testing import LoopbackServer
 
-FORMATS = {
-    # YouTube's audio-only webm has its Cues before the clusters; m4a is served with moov first
-    "webm": ["-c:a", "libopus", "-b:a", "128k", "-cues_to_front", "1"],
-    "m4a": ["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"],
+#: name -> (file extension, ffmpeg encoder/muxer arguments, whether the spec's goal applies)
+FORMATS: dict[str, tuple[str, list[str], bool]] = {
+    # itag 251: opus in webm, Cues in front; constant bitrate, since VBR on noise drops to
+    # ~90 kbit/s, well under what YouTube serves
+    "webm": ("webm", ["-ar", "48000", "-c:a", "libopus", "-b:a", "128k", "-vbr", "off",
+                      "-cues_to_front", "1"], True),
+    # itag 140: AAC-LC 44.1 kHz in a fragmented DASH mp4 (ftyp, small moov, sidx, moof/mdat)
+    "m4a": ("m4a", ["-ar", "44100", "-c:a", "aac", "-b:a", "128k", "-movflags",
+                    "+dash+global_sidx+skip_trailer", "-frag_duration", "10000000"], True),
+    # not served by YouTube: one moov holding the whole sample table, read before any seek
+    "mp4flat": ("m4a", ["-ar", "44100", "-c:a", "aac", "-b:a", "128k", "-movflags",
+                        "+faststart"], False),
 }
 GOALS = {300: 10, 3600: 100}
 
 
-def make(folder: Path, ext: str, seconds: int) -> Path:
-    path = folder / f"a{seconds}.{ext}"
+def make(folder: Path, name: str, seconds: int) -> Path:
+    ext, encode, _ = FORMATS[name]
+    path = folder / f"{name}{seconds}.{ext}"
     src = f"anoisesrc=d={seconds}:c=pink:r=48000:a=0.2,lowpass=f=9000"
     subprocess.run(
         [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src,
-         "-ac", "2", *FORMATS[ext], str(path)],
+         "-ac", "2", *encode, str(path)],
         check=True,
     )
     return path
@@ -54,21 +66,67 @@ def whole_then_trim(url: str, start: float, tmp: Path) -> int:
     return len(pcm)
 
 
+#: http option sets compared by ``--sweep`` (the first is what ffmpeg does by default)
+SWEEP: dict[str, list[str]] = {
+    "ffmpeg defaults": [],
+    "64K first / 256K (previous)": ["-initial_request_size", "65536", "-request_size", "262144"],
+    "64K / 128K": ["-initial_request_size", "65536", "-request_size", "131072"],
+    "32K / 32K": ["-initial_request_size", "32768", "-request_size", "32768"],
+    "32K / 64K": ["-initial_request_size", "32768", "-request_size", "65536"],
+    "32K / 64K, probesize 32K": ["-initial_request_size", "32768", "-request_size", "65536",
+                                 "-probesize", "32768", "-analyzeduration", "0"],
+    "32K / 64K, nobuffer": ["-initial_request_size", "32768", "-request_size", "65536",
+                            "-fflags", "+nobuffer"],
+    "32K / 64K, seekable": ["-initial_request_size", "32768", "-request_size", "65536",
+                           "-seekable", "1"],
+    "32K / 64K, multiple_requests": ["-initial_request_size", "32768", "-request_size",
+                                     "65536", "-multiple_requests", "1"],
+    "32K / 64K, short_seek 32K (chosen)": list(_HTTP_READ_OPTIONS),
+    "32K / 128K, short_seek 32K": ["-initial_request_size", "32768", "-request_size", "131072",
+                                   "-short_seek_size", "32768"],
+}
+
+
+def sweep_bytes(server: LoopbackServer, url: str, starts: list[float], opts: list[str]
+                ) -> tuple[int, int]:
+    """(most bytes, most requests) over ``starts`` for ffmpeg run as decode_pcm runs it."""
+    worst = (0, 0)
+    for start in starts:
+        server.reset_counters()
+        proc = subprocess.run(
+            [find_ffmpeg(), "-nostdin", "-loglevel", "error", "-rw_timeout", "20000000", *opts,
+             "-ss", f"{start:.6f}", "-i", url, "-t", "10.1", "-vn", "-ac", "1", "-ar", "32000",
+             "-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"],
+            capture_output=True,
+        )
+        time.sleep(0.3)
+        if proc.returncode or len(proc.stdout) < 640000:
+            sys.exit(f"{opts}: clip at {start}s failed: {proc.stderr[-300:]!r}")
+        requests_made = sum(server.requests.values())
+        worst = (max(worst[0], server.total_bytes()), max(worst[1], requests_made))
+    return worst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="write a markdown report here")
-    ap.add_argument("--formats", default="webm,m4a")
+    ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--pace", type=float, default=20e6, help="server bytes per second")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also compare ffmpeg http option sets on the same files")
     args = ap.parse_args()
     rows = []
+    sweep: dict[str, dict[str, tuple[int, int]]] = {}
+    served: list[tuple[str, str, list[float]]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         with LoopbackServer(pace_bytes_per_s=args.pace, chunk=4096) as server:
-            for ext in args.formats.split(","):
+            for name in args.formats.split(","):
+                ext, _, goal_applies = FORMATS[name]
                 for seconds, goal in GOALS.items():
-                    path = make(tmp, ext, seconds)
+                    path = make(tmp, name, seconds)
                     size = path.stat().st_size
-                    ytid = f"{ext}{seconds:08d}"[:11].ljust(11, "x")
+                    ytid = f"{name[:3]}{seconds:08d}"[:11].ljust(11, "x")
                     server.add(f"media/{ytid}.{ext}", path)
                     fetcher = ClipFetcher(url_template=server.url("media/") + "{ytid}." + ext)
                     starts = [0.0, seconds * 0.25, seconds * 0.5, seconds * 0.9]
@@ -91,46 +149,86 @@ def main() -> None:
                     whole_then_trim(server.url(f"media/{ytid}.{ext}"), starts[1], tmp)
                     base_time = time.monotonic() - t0
                     base = server.total_bytes()
+                    served.append((f"{name} {seconds // 60} min",
+                                   server.url(f"media/{ytid}.{ext}"), starts))
                     worst = max(ours)
                     rows.append({
-                        "format": ext, "length": f"{seconds // 60} min", "file_bytes": size,
+                        "format": name, "length": f"{seconds // 60} min", "file_bytes": size,
+                        "kbps": size * 8 / seconds / 1000,
                         "ours_median": int(statistics.median(ours)), "ours_max": worst,
-                        "baseline": base, "ratio": worst / base, "goal": f"<= 1/{goal}",
-                        "met": worst / base <= 1 / goal,
+                        "baseline": base, "ratio": worst / base,
+                        "goal": f"<= 1/{goal}" if goal_applies else "none",
+                        "met": (worst / base <= 1 / goal) if goal_applies else None,
                         "ours_s": statistics.median(times), "base_s": base_time,
                         "probe": probe, "ratio_media": (worst - probe) / base,
                     })
                     r = rows[-1]
-                    print(f"{ext} {r['length']:>6}: ours median {r['ours_median']:>9,} B "
+                    met = {True: "met", False: "MISSED", None: "not applicable"}[r["met"]]
+                    print(f"{name} {r['length']:>6}: ours median {r['ours_median']:>9,} B "
                           f"(max {worst:,}) vs whole+trim {base:>11,} B -> ratio "
                           f"{r['ratio']:.4f} (1/{1 / r['ratio']:.0f}), goal {r['goal']} "
-                          f"{'met' if r['met'] else 'MISSED'}; without the probe "
+                          f"{met}; without the probe "
                           f"({probe:,} B) 1/{1 / r['ratio_media']:.0f}; time {r['ours_s']:.2f}s vs "
                           f"{base_time:.2f}s")
+            if args.sweep:
+                for label, opts in SWEEP.items():
+                    sweep[label] = {}
+                    for case, url, starts in served:
+                        sweep[label][case] = sweep_bytes(server, url, starts, opts)
+                    print(f"{label:36s} " + "  ".join(
+                        f"{case}: {b:,} B/{n} req" for case, (b, n) in sweep[label].items()))
     if args.out:
+        version = subprocess.run([find_ffmpeg(), "-version"], capture_output=True, text=True)
         lines = [
             "# Bytes per 10-s clip: range reads vs whole download",
             "",
             f"Command: `python benchmarks/bench_bytes.py --out {args.out}`",
             "",
-            f"Loopback server paced at {args.pace / 1e6:.0f} MB/s in 4 KiB writes; pink noise "
-            "encoded at 128 kbit/s (webm/opus with Cues in front, m4a/aac with moov in front, "
-            "as YouTube serves them). Bytes are the body bytes the server wrote for one clip, "
-            "including the yt-dlp probe request and read-ahead ffmpeg discards. Starts: 0, 25%, "
-            "50% and 90% of the file; the ratio uses the worst start.",
+            f"ffmpeg: `{version.stdout.splitlines()[0] if version.stdout else '?'}`; http "
+            f"options used by `decode_pcm`: `{' '.join(_HTTP_READ_OPTIONS)}`.",
             "",
-            "| format | length | file bytes | ours (median) | ours (max) | whole+trim | ratio "
-            "| goal | met | probe bytes | ratio without probe | ours s | whole+trim s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            f"Loopback server paced at {args.pace / 1e6:.0f} MB/s in 4 KiB writes; stereo pink "
+            "noise. Bytes are the body bytes the server wrote for one clip, including the yt-dlp "
+            "probe request and what the server pushed that ffmpeg discarded. Starts: 0, 25%, 50% "
+            "and 90% of the file; the ratio uses the worst start.",
+            "",
+            "File encodings (ffmpeg arguments after `-ac 2`):",
+            "",
+        ]
+        for name in args.formats.split(","):
+            ext, encode, applies = FORMATS[name]
+            note = "" if applies else " (not how YouTube serves audio; no goal)"
+            lines.append(f"- {name} (.{ext}): `{' '.join(encode)}`{note}")
+        lines += [
+            "",
+            "| format | length | file bytes | kbit/s | ours (median) | ours (max) | whole+trim "
+            "| ratio | goal | met | probe bytes | ratio without probe | ours s | whole+trim s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
+            met = {True: "yes", False: "no", None: "-"}[r["met"]]
             lines.append(
-                f"| {r['format']} | {r['length']} | {r['file_bytes']:,} | {r['ours_median']:,} "
-                f"| {r['ours_max']:,} | {r['baseline']:,} | 1/{1 / r['ratio']:.0f} | "
-                f"{r['goal']} | {'yes' if r['met'] else 'no'} | {r['probe']:,} | "
-                f"1/{1 / r['ratio_media']:.0f} | {r['ours_s']:.2f} | "
-                f"{r['base_s']:.2f} |"
+                f"| {r['format']} | {r['length']} | {r['file_bytes']:,} | {r['kbps']:.0f} "
+                f"| {r['ours_median']:,} | {r['ours_max']:,} | {r['baseline']:,} "
+                f"| 1/{1 / r['ratio']:.0f} | {r['goal']} | {met} | {r['probe']:,} | "
+                f"1/{1 / r['ratio_media']:.0f} | {r['ours_s']:.2f} | {r['base_s']:.2f} |"
             )
+        if sweep:
+            cases = [case for case, _, _ in served]
+            lines += [
+                "",
+                "## ffmpeg http options (`--sweep`)",
+                "",
+                "ffmpeg run directly with decode_pcm's arguments and each option set on the same "
+                "files; most bytes the server wrote over the four starts (no yt-dlp probe), and "
+                "most HTTP requests for one clip.",
+                "",
+                "| options | " + " | ".join(cases) + " |",
+                "|---|" + "---|" * len(cases),
+            ]
+            for label, opts in SWEEP.items():
+                cells = [f"{b:,} ({n} req)" for b, n in (sweep[label][c] for c in cases)]
+                lines.append(f"| {label}: `{' '.join(opts) or '-'}` | " + " | ".join(cells) + " |")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
 
