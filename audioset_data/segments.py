@@ -92,37 +92,47 @@ del _c
 _MAX_INT_DIGITS = 9  # longer whole seconds take the regular path
 
 
-def _times_before(buf: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Times written as ``digits.ddd`` that end just before ``ends``: their values and where
-    they start, or ``None`` if one is written otherwise.
+def _times_at(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Times written as ``digits.ddd`` starting at ``at`` (ascending): their values and the
+    positions just after them, or ``None`` if one is written otherwise.
 
     The value is the integer ``digits * 1000 + ddd`` divided by 1000, which IEEE division rounds
     exactly as a correctly rounded decimal parser (Arrow's) rounds the text.
     """
-    if not (buf[ends - 4] == 46).all():
+    if not len(at) or at[-1] + _MAX_INT_DIGITS + 4 >= len(buf):
         return None
-    milli = np.zeros(len(ends), dtype=np.int64)
-    for j, scale in ((1, 1), (2, 10), (3, 100)):
-        d = buf[ends - j].astype(np.int64) - 48
-        if ((d < 0) | (d > 9)).any():
-            return None
-        milli += d * scale
-    length = np.zeros(len(ends), dtype=np.int64)
-    going = np.ones(len(ends), dtype=bool)
-    scale = 1000
-    for j in range(_MAX_INT_DIGITS + 1):
-        d = buf[ends - 5 - j].astype(np.int64) - 48
-        going &= (d >= 0) & (d <= 9)
+    idx = at.copy()
+    d = buf[idx] - np.uint8(48)
+    going = d < 10
+    if not going.all():
+        return None
+    milli = d.astype(np.int64)
+    length = np.ones(len(at), dtype=np.int64)
+    step = np.empty_like(milli)
+    for _ in range(_MAX_INT_DIGITS):
+        idx += 1
+        d = buf[idx] - np.uint8(48)
+        going &= d < 10
         if not going.any():
             break
-        if j == _MAX_INT_DIGITS:
-            return None
-        milli += np.where(going, d * scale, 0)
+        np.multiply(milli, 10, out=step)
+        step += d
+        np.copyto(milli, step, where=going)
         length += going
-        scale *= 10
-    if (length == 0).any():
+    else:
         return None
-    return milli / 1000.0, ends - 4 - length
+    dot = at + length
+    if not (buf[dot] == 46).all():
+        return None
+    for _ in range(3):
+        dot += 1
+        d = buf[dot] - np.uint8(48)
+        if not (d < 10).all():
+            return None
+        milli *= 10
+        milli += d
+    dot += 1
+    return milli / 1000.0, dot
 
 
 def canonical_split(split: str) -> str:
@@ -267,24 +277,35 @@ class _Parser:
         self.value_set = pa.array(label_index.mids, pa.string())
         self.fast_blocks = 0  # blocks that :meth:`fast_block` parsed, set by :meth:`run`
 
-    def blocks(self) -> Iterator[tuple[bytes, int, bool]]:
-        """Blocks of whole lines: ``(bytes, number of the first line, is the last block)``."""
+    def blocks(self) -> Iterator[tuple[bytes | memoryview, int, bool]]:
+        """Blocks of whole lines: ``(bytes, number of the first line, is the last block)``.
+
+        A block is a view of what was read; the part after its last newline is read again
+        with the next block (or, from an unseekable stream, carried over).
+        """
+        seekable = self.fh.seekable()
         rest = b""
         first = 1
         while True:
             piece = self.fh.read(_BLOCK_BYTES)
-            if not piece:
-                if rest:
-                    yield rest, first, True
+            at_end = len(piece) < _BLOCK_BYTES
+            if rest:
+                piece, rest = rest + piece, b""
+            if at_end:
+                if piece:
+                    yield piece, first, True
                 return
-            data = rest + piece
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                rest = data
+            cut = piece.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than a block
+                rest = piece
                 continue
-            block, rest = data[:cut], data[cut:]
-            yield block, first, False
-            first += block.count(b"\n")
+            if cut < len(piece):
+                if seekable:
+                    self.fh.seek(cut - len(piece), os.SEEK_CUR)
+                else:
+                    rest = piece[cut:]
+            yield memoryview(piece)[:cut], first, False
+            first += piece.count(b"\n", 0, cut)
 
     def lines(self, data: bytes, first_line: int = 1
               ) -> tuple[pa.StringArray, np.ndarray, list[str], bool]:
@@ -416,7 +437,8 @@ class _Parser:
             chunk.unknown = [u for u in unknown_rows if u[0] in kept]
         return chunk
 
-    def fast_block(self, data: bytes, first_line: int) -> tuple[_Chunk, list[str]] | None:
+    def fast_block(self, data: bytes | memoryview, first_line: int
+                   ) -> tuple[_Chunk, list[str]] | None:
         """Parse a block written exactly in the official layout, or return ``None``.
 
         Every data line must read ``YTID, start, end, "mid,mid"`` and end with ``\\n``: an
@@ -428,51 +450,48 @@ class _Parser:
         and explains every bad row; both give the same result on the blocks the fast path
         accepts.
         """
-        if (self.options.unknown_labels != "error" or len(data) >= 2**31
-                or not data.endswith(b'"\n')):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if (self.options.unknown_labels != "error" or len(buf) >= 2**31 or len(buf) < 2
+                or buf[-2] != 34 or buf[-1] != 10):
             return None
+        nl = np.flatnonzero(buf == 10)
         comments: list[str] = []
         pos = 0
-        while data.startswith(b"#", pos):  # the header
-            end = data.find(b"\n", pos)
+        while pos < len(buf) and buf[pos] == 35:  # the header
+            end = int(nl[len(comments)])
             try:
-                comments.append(data[pos:end].decode("utf-8").rstrip("\r"))
+                comments.append(bytes(data[pos:end]).decode("utf-8").rstrip("\r"))
             except UnicodeDecodeError:
                 return None
             pos = end + 1
-        buf = np.frombuffer(data, dtype=np.uint8)
-        body = buf[pos:]
-        # two quotes per line, the second one just before the newline
-        quotes = np.flatnonzero(body == 34)
-        n = len(quotes) // 2
-        if n == 0 or len(quotes) % 2 or np.count_nonzero(body == 10) != n:
-            return None
-        quotes += pos
-        q1, q2 = quotes[0::2], quotes[1::2]
-        if not (buf[q2 + 1] == 10).all():
+        nl = nl[len(comments):]
+        n = len(nl)
+        if n == 0:
             return None
         starts = np.empty(n, dtype=np.int64)
         starts[0] = pos
-        starts[1:] = q2[:-1] + 2
-        if (q1 - starts < 20).any() or (q2 - q1 < 2).any():
+        starts[1:] = nl[:-1] + 1
+        if (nl - starts < 22).any():
             return None
-        # id: 11 bytes of [A-Za-z0-9_-]; then ", " start ", " end ', "'
+        # id: 11 bytes of [A-Za-z0-9_-]; then ", " start ", " end ', "' mids '"'
         ids = np.lib.stride_tricks.sliding_window_view(buf, 11)[starts]
         if not (_ID_BYTE[ids].all() and (buf[starts + 11] == 44).all()
-                and (buf[starts + 12] == 32).all() and (buf[q1 - 2] == 44).all()
-                and (buf[q1 - 1] == 32).all()):
+                and (buf[starts + 12] == 32).all()):
             return None
-        end_time = _times_before(buf, q1 - 2)
-        if end_time is None:
-            return None
-        end, t1 = end_time
-        if not ((buf[t1 - 2] == 44).all() and (buf[t1 - 1] == 32).all()):
-            return None
-        start_time = _times_before(buf, t1 - 2)
+        start_time = _times_at(buf, starts + 13)
         if start_time is None:
             return None
-        start, t0 = start_time
-        if not ((t0 == starts + 13).all() and (end > start).all()):
+        start, c1 = start_time
+        if not ((buf[c1] == 44).all() and (buf[np.minimum(c1 + 1, len(buf) - 1)] == 32).all()):
+            return None
+        end_time = _times_at(buf, c1 + 2)
+        if end_time is None:
+            return None
+        end, c2 = end_time
+        q1, q2 = c2 + 2, nl - 1
+        if not ((q1 < q2).all() and (buf[c2] == 44).all() and (buf[c2 + 1] == 32).all()
+                and (buf[q1] == 34).all() and (buf[q2] == 34).all()
+                and (end > start).all()):
             return None
         ytid = pa.Array.from_buffers(
             pa.string(), n, [None, pa.py_buffer(np.arange(0, 11 * n + 1, 11, dtype=np.int32)),
@@ -488,17 +507,22 @@ class _Parser:
         labels = pc.split_pattern(pieces.take(pa.array(np.arange(0, 2 * n, 2))), ",")
         del pieces
         cols = pc.index_in(labels.values, value_set=self.value_set)
-        if cols.null_count:  # unknown or empty mids, spaces: the regular path explains them
+        # every mid known (so no quote, space or empty mid in the lists); else the regular path
+        # explains the row
+        if cols.null_count:
             return None
         counts = np.diff(np.asarray(labels.offsets))
         chunk = _Chunk(ytid, start, end, labels, np.asarray(cols.to_numpy(), dtype=np.int32),
                        counts, None, fast=True, first_line=first_line + len(comments))
         return chunk, comments
 
-    def block(self, data: bytes, first_line: int, last: bool) -> tuple[_Chunk, list[str]]:
+    def block(self, data: bytes | memoryview, first_line: int, last: bool
+              ) -> tuple[_Chunk, list[str]]:
         """Parse one block of whole lines (runs on a worker thread)."""
         out = self.fast_block(data, first_line) if self.fast else None
         if out is None:
+            if isinstance(data, memoryview):
+                data = data.tobytes()
             lines, line_no, comments, ends_with_newline = self.lines(data, first_line)
             del data
             last_line = (int(line_no[-1]) if last and not ends_with_newline and len(line_no)
