@@ -182,7 +182,7 @@ def main() -> None:
         lines = [
             "# Bytes per 10-s clip: range reads vs whole download",
             "",
-            f"Command: `python benchmarks/bench_bytes.py --out {args.out}`",
+            f"Command: `python benchmarks/bench_bytes.py {' '.join(sys.argv[1:])}`",
             "",
             f"ffmpeg: `{version.stdout.splitlines()[0] if version.stdout else '?'}`; http "
             f"options used by `decode_pcm`: `{' '.join(_HTTP_READ_OPTIONS)}`.",
