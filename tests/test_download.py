@@ -130,6 +130,27 @@ def test_subset_selected_through_the_metadata_layer_shares_the_split_cache(
         assert not item["waveform"][item["length"] + 16:].any()
 
 
+def test_cli_download_cache_and_merge(http_server, mirror, eval_rows, tone, tmp_path, capsys):
+    from audioset_data.cli import main
+
+    frame = eval_rows.iloc[:4]
+    url = _serve(http_server, frame, tone, missing={frame["ytid"].iloc[0]})
+    csv_path = tmp_path / "mine.csv"
+    csv_path.write_text("".join(
+        f'{r.ytid}, {r.start:.3f}, {r.end:.3f}, "{r.labels}"\n' for r in frame.itertuples()))
+    args = ["download", "--segments", str(csv_path), "--url-template", url, "--no-progress",
+            "--sample-rate", "16000", "--max-attempts", "1"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3/4 clips cached" in out and "failed http_404: 1" in out
+    assert main(["cache", "--split", "mine"]) == 0
+    assert '"clips": 3' in capsys.readouterr().out
+    assert main(["download", "--segments", str(csv_path), "--url-template", "nope"]) == 2
+    assert "{ytid}" in capsys.readouterr().err
+    assert main(["merge", "--split", "mine"]) == 2
+    assert "no part manifests" in capsys.readouterr().err
+
+
 def test_resume_skips_finished_work(http_server, eval_rows, tone, label_index):
     frame = eval_rows.iloc[:6]
     url = _serve(http_server, frame, tone, missing={frame["ytid"].iloc[0]})

@@ -12,8 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the download-related sub-commands."""
     p = sub.add_parser("download", help="download clips into the resumable HDF5 cache")
     add_root_options(p)
-    p.add_argument("--split", default="balanced",
-                   help="eval, balanced or unbalanced (the cache name with --segments)")
+    p.add_argument("--split",
+                   help="eval, balanced (default) or unbalanced; with --segments, the cache "
+                        "name (default: the file's name)")
     p.add_argument("--segments", help="a CSV in the official format instead of the whole split")
     p.add_argument("--csv-url", help="mirror address of the official CSV files")
     p.add_argument("--url-template", default="https://www.youtube.com/watch?v={ytid}",
@@ -57,8 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _download(args: argparse.Namespace) -> int:
     from ..download import download
 
+    split = args.split or (None if args.segments else "balanced")
     report = download(
-        args.split, segments=args.segments, root=args.root, csv_base_url=args.csv_url,
+        split, segments=args.segments, root=args.root, csv_base_url=args.csv_url,
         url_template=args.url_template, sample_rate=args.sample_rate, fmt=args.fmt,
         workers=args.workers, shard=args.shard, retry_failed=args.retry_failed,
         max_attempts=args.max_attempts, rate_limit=args.rate_limit, cookiefile=args.cookies,
