@@ -8,6 +8,7 @@ read as an option, even one that starts with ``-``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -55,6 +56,31 @@ _HTTP_READ_OPTIONS = (
     "-request_size", "65536",
     "-short_seek_size", "32768",
 )
+
+
+@functools.lru_cache(maxsize=8)
+def http_read_options(ffmpeg: str) -> tuple[str, ...]:
+    """The part of :data:`_HTTP_READ_OPTIONS` that this ffmpeg build knows.
+
+    The request-size options are recent (older builds, such as a distribution's ffmpeg found on
+    ``PATH``, reject them and would fail every clip); unknown ones are left out, with a log line.
+    """
+    try:
+        proc = subprocess.run([ffmpeg, "-hide_banner", "-h", "protocol=http"],
+                              capture_output=True, text=True, timeout=30, check=False)
+        known = set(re.findall(r"^\s+-(\w+)\s", proc.stdout + proc.stderr, re.MULTILINE))
+    except (OSError, subprocess.SubprocessError):
+        known = set()
+    keep: list[str] = []
+    pairs = zip(_HTTP_READ_OPTIONS[::2], _HTTP_READ_OPTIONS[1::2], strict=True)
+    for flag, value in pairs:
+        if flag.lstrip("-") in known:
+            keep += [flag, value]
+        else:
+            logger.info("%s does not know the http option %s; reading without it", ffmpeg, flag)
+    return tuple(keep)
+
+
 #: Log lines that show the input ended before the server said it would.
 _TRUNCATION_HINTS = ("Stream ends prematurely", "Will reconnect", "Connection reset")
 
@@ -307,7 +333,7 @@ def decode_pcm(
     if network:
         rw = rw_timeout if rw_timeout is not None else timeout
         args += ["-rw_timeout", str(int(rw * 1_000_000))]
-        args += list(_HTTP_READ_OPTIONS)
+        args += list(http_read_options(exe))
         args += _headers_arg(headers)
     # read a little past the end: the resampler holds back a few ms that ``-t`` would cut
     args += ["-ss", f"{start:.6f}", "-i", inp, "-t", f"{duration + 0.1:.6f}"]

@@ -218,3 +218,16 @@ def test_decode_audio_native_rate_and_errors():
         decode_audio(b"not audio at all" * 10)
     with pytest.raises(ConfigError, match="codec"):
         encode_audio(x, 32000, "wma")
+
+
+def test_http_options_unknown_to_an_older_ffmpeg_are_left_out(tmp_path):
+    import stat
+
+    from audioset_data.audio import _HTTP_READ_OPTIONS, find_ffmpeg, http_read_options
+
+    assert http_read_options(find_ffmpeg()) == _HTTP_READ_OPTIONS  # the bundled build has all
+    old = tmp_path / "ffmpeg-old"
+    old.write_text("#!/bin/sh\necho 'http AVOptions:'\necho '  -seekable   <boolean>  .D.'\n"
+                   "echo '  -request_size <int64> .D.'\n")
+    old.chmod(old.stat().st_mode | stat.S_IEXEC)
+    assert http_read_options(str(old)) == ("-request_size", "65536")
