@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, NamedTuple
 
@@ -202,6 +203,7 @@ class _Chunk:
     unknown: list[tuple[int, str, str]] = field(default_factory=list)
     fast: bool = False  # parsed by _Parser.fast_block
     first_line: int = 0
+    newlines: int = 0  # in the block
 
     def line_numbers(self) -> np.ndarray:
         if self.lines is not None:
@@ -277,15 +279,14 @@ class _Parser:
         self.value_set = pa.array(label_index.mids, pa.string())
         self.fast_blocks = 0  # blocks that :meth:`fast_block` parsed, set by :meth:`run`
 
-    def blocks(self) -> Iterator[tuple[bytes | memoryview, int, bool]]:
-        """Blocks of whole lines: ``(bytes, number of the first line, is the last block)``.
+    def blocks(self) -> Iterator[tuple[bytes | memoryview, bool]]:
+        """Blocks of whole lines: ``(bytes, is the last block)``.
 
         A block is a view of what was read; the part after its last newline is read again
         with the next block (or, from an unseekable stream, carried over).
         """
         seekable = self.fh.seekable()
         rest = b""
-        first = 1
         while True:
             piece = self.fh.read(_BLOCK_BYTES)
             at_end = len(piece) < _BLOCK_BYTES
@@ -293,7 +294,7 @@ class _Parser:
                 piece, rest = rest + piece, b""
             if at_end:
                 if piece:
-                    yield piece, first, True
+                    yield piece, True
                 return
             cut = piece.rfind(b"\n") + 1
             if cut == 0:  # a line longer than a block
@@ -304,8 +305,7 @@ class _Parser:
                     self.fh.seek(cut - len(piece), os.SEEK_CUR)
                 else:
                     rest = piece[cut:]
-            yield memoryview(piece)[:cut], first, False
-            first += piece.count(b"\n", 0, cut)
+            yield memoryview(piece)[:cut], False
 
     def lines(self, data: bytes, first_line: int = 1
               ) -> tuple[pa.StringArray, np.ndarray, list[str], bool]:
@@ -437,8 +437,7 @@ class _Parser:
             chunk.unknown = [u for u in unknown_rows if u[0] in kept]
         return chunk
 
-    def fast_block(self, data: bytes | memoryview, first_line: int
-                   ) -> tuple[_Chunk, list[str]] | None:
+    def fast_block(self, data: bytes | memoryview) -> tuple[_Chunk, list[str]] | None:
         """Parse a block written exactly in the official layout, or return ``None``.
 
         Every data line must read ``YTID, start, end, "mid,mid"`` and end with ``\\n``: an
@@ -448,7 +447,7 @@ class _Parser:
         instead of a regular expression per line. A block that breaks any of these rules gives
         ``None`` and goes through the regular-expression parser, which accepts looser spacing
         and explains every bad row; both give the same result on the blocks the fast path
-        accepts.
+        accepts. Line numbers count from the start of the block (see :meth:`run`).
         """
         buf = np.frombuffer(data, dtype=np.uint8)
         if (self.options.unknown_labels != "error" or len(buf) >= 2**31 or len(buf) < 2
@@ -464,6 +463,7 @@ class _Parser:
             except UnicodeDecodeError:
                 return None
             pos = end + 1
+        newlines = len(nl)
         nl = nl[len(comments):]
         n = len(nl)
         if n == 0:
@@ -513,21 +513,27 @@ class _Parser:
             return None
         counts = np.diff(np.asarray(labels.offsets))
         chunk = _Chunk(ytid, start, end, labels, np.asarray(cols.to_numpy(), dtype=np.int32),
-                       counts, None, fast=True, first_line=first_line + len(comments))
+                       counts, None, fast=True, first_line=1 + len(comments), newlines=newlines)
         return chunk, comments
 
-    def block(self, data: bytes | memoryview, first_line: int, last: bool
+    def block(self, data: bytes | memoryview, first_line: Callable[[], int], last: bool
               ) -> tuple[_Chunk, list[str]]:
-        """Parse one block of whole lines (runs on a worker thread)."""
-        out = self.fast_block(data, first_line) if self.fast else None
+        """Parse one block of whole lines (runs on a worker thread).
+
+        ``first_line()`` gives the number of the block's first line; it waits for the earlier
+        blocks, so only the regular path, which names lines in its reports, calls it.
+        """
+        out = self.fast_block(data) if self.fast else None
         if out is None:
             if isinstance(data, memoryview):
                 data = data.tobytes()
-            lines, line_no, comments, ends_with_newline = self.lines(data, first_line)
+            lines, line_no, comments, ends_with_newline = self.lines(data, first_line())
+            newlines = data.count(b"\n")
             del data
             last_line = (int(line_no[-1]) if last and not ends_with_newline and len(line_no)
                          else None)
             out = self.chunk(lines, line_no, last_line), comments
+            out[0].newlines = newlines
         out[0].canonicalise(len(self.label_index))
         return out
 
@@ -540,17 +546,26 @@ class _Parser:
             disable=not show, leave=False,
         ) as bar:
             pending: list[Future[tuple[_Chunk, list[str]]]] = []
-            for data, first, last in self.blocks():
+
+            def first_line(i: int) -> int:
+                return 1 + sum(results[j].result()[0].newlines for j in range(i))
+
+            for data, last in self.blocks():
                 while len(pending) >= workers:  # bound the blocks held in memory
                     pending.pop(0).result()
-                fut = pool.submit(self.block, data, first, last)
+                fut = pool.submit(self.block, data, partial(first_line, len(results)), last)
                 bar.update(len(data))
                 pending.append(fut)
                 results.append(fut)
             outs = [f.result() for f in results]
         if not outs:
-            outs = [self.block(b"", 1, True)]
+            outs = [self.block(b"", lambda: 1, True)]
         chunks = [c for c, _ in outs]
+        first = 1
+        for c in chunks:  # fast blocks counted lines from their own start
+            if c.lines is None:
+                c.first_line += first - 1
+            first += c.newlines
         self.fast_blocks = sum(c.fast for c in chunks)
         logger.debug("%s: %d of %d blocks took the fast path", self.source, self.fast_blocks,
                      len(chunks))
@@ -578,7 +593,8 @@ class _Parser:
         })
         line_parts = [c.lines if c.lines is not None else (c.first_line, len(c.counts))
                       for c in chunks]
-        del chunks, outs, results
+        del chunks, outs
+        results.clear()
         seg = Segments(table, matrix, self.label_index, source=self.source, header=comments)
         seg._lines_from = lambda: _join_line_numbers(line_parts)
         if self.options.duplicates == "error":
