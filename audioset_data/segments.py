@@ -217,7 +217,9 @@ class _Chunk:
         rows = sp.csr_array((np.ones(len(self.cols), dtype=bool), self.cols, indptr),
                             shape=(len(self.counts), n_labels))
         if not rows.has_canonical_format:
-            rows.sum_duplicates()
+            rows = rows.tocsc().tocsr()  # sorts each row's columns in linear time
+            if not rows.has_canonical_format:
+                rows.sum_duplicates()
             self.cols = rows.indices.astype(np.int32, copy=False)
             self.counts = np.diff(rows.indptr)
 
