@@ -935,7 +935,12 @@ class Segments:
 
     def label_counts(self) -> np.ndarray:
         """Clips carrying each label, in :attr:`label_index` order."""
-        return np.bincount(self._y.indices, minlength=len(self.label_index)).astype(np.int64)
+        counts = np.zeros(len(self.label_index), dtype=np.int64)
+        indices = self._y.indices
+        step = 1 << 20  # bincount widens its input to int64: count in slices to keep that small
+        for i in range(0, len(indices), step):
+            counts += np.bincount(indices[i:i + step], minlength=len(counts))
+        return counts
 
     def label_counts_frame(self) -> pd.DataFrame:
         """Counts per label as a DataFrame ``index, mid, name, count``."""
