@@ -447,13 +447,13 @@ class _Parser:
         official files and :meth:`Segments.to_csv` write them), ``end > start``, and only known
         mids in the quoted list. The fields are located with a few vectorised byte comparisons
         instead of a regular expression per line. A block that breaks any of these rules gives
-        ``None`` and goes through the regular-expression parser, which accepts looser spacing
-        and explains every bad row; both give the same result on the blocks the fast path
-        accepts. Line numbers count from the start of the block (see :meth:`run`).
+        ``None`` and goes through the regular-expression parser, which accepts looser spacing,
+        explains every bad row and applies the ``unknown_labels`` policy; both give the same
+        result on the blocks the fast path accepts. Line numbers count from the start of the
+        block (:meth:`run` shifts them).
         """
         buf = np.frombuffer(data, dtype=np.uint8)
-        if (self.options.unknown_labels != "error" or len(buf) >= 2**31 or len(buf) < 2
-                or buf[-2] != 34 or buf[-1] != 10):
+        if len(buf) >= 2**31 or len(buf) < 2 or buf[-2] != 34 or buf[-1] != 10:
             return None
         nl = np.flatnonzero(buf == 10)
         comments: list[str] = []

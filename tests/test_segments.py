@@ -510,6 +510,11 @@ def test_fast_path_taken_and_same_as_regex_on_real_files(shared_data, index, nam
     assert len(fast) == len(reference_rows(path))
     assert fast.header[0].startswith("# Segments csv created")
     assert_same_segments(fast, slow)
+    caplog.clear()
+    with caplog.at_level("DEBUG", logger="audioset_data.segments"):
+        dropping = Segments.from_file(path, label_index=index, unknown_labels="drop")
+    assert _fast_blocks(caplog) == (1, 1)  # no unknown mid: the policy changes nothing
+    assert_same_segments(dropping, fast)
 
 
 def test_fast_and_regex_agree_on_truncated_head(shared_data, index, monkeypatch):
@@ -563,6 +568,7 @@ DIRTY = [
     HEADER + GOOD.replace("aaaaaaaaaaa", "aaaaaaaaaa\u00e9"),
     HEADER.replace("num_ytids", "num_\u00e9") + GOOD,
     *(HEADER + GOOD + bad for bad, _ in BAD_ROWS),
+    (HEADER + GOOD).encode() + b'ccccccccccc, 0.000, 10.000, "/m/a,/m/\xff"\n',
 ]
 
 
