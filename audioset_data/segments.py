@@ -85,7 +85,7 @@ _ROW_RX = (
     r'"(?P<labels>[^"]*)"[ \t]*\r?\n?$'
 )
 _EMPTY_LINE = pa.array([], pa.string())
-# Byte classes for the fast path: YouTube id characters, and the characters of a time.
+# The bytes a YouTube id may hold (fast path).
 _ID_BYTE = np.zeros(256, dtype=bool)
 for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-":
     _ID_BYTE[_c] = True
@@ -196,7 +196,7 @@ class _Chunk:
     start: np.ndarray
     end: np.ndarray
     labels: pa.ListArray
-    cols: np.ndarray  # label columns, concatenated over rows
+    cols: np.ndarray | None  # label columns, concatenated over rows (None once merged)
     counts: np.ndarray  # number of matrix entries per row
     lines: np.ndarray | None  # None: consecutive lines from first_line
     rejected: list[tuple[int, str, str]] = field(default_factory=list)
@@ -204,11 +204,6 @@ class _Chunk:
     fast: bool = False  # parsed by _Parser.fast_block
     first_line: int = 0
     newlines: int = 0  # in the block
-
-    def line_numbers(self) -> np.ndarray:
-        if self.lines is not None:
-            return self.lines
-        return np.arange(self.first_line, self.first_line + len(self.counts), dtype=np.int64)
 
     def canonicalise(self, n_labels: int) -> None:
         """Sort each row's columns and merge repeated mids, as the matrix stores them."""
