@@ -7,10 +7,13 @@ An official segment list has three ``#`` header lines, then one row per segment:
 :class:`Segments` holds the rows as Arrow columns ``ytid``, ``start``, ``end`` and ``labels``
 (a list of mids) and a boolean ``scipy.sparse.csr_array`` of shape ``(rows, 527)`` whose columns
 follow :class:`~audioset_data.labels.LabelIndex`. The parser never splits label strings row by
-row in Python: each chunk of lines is matched by one regular expression in Arrow, the label
-fields are split and mapped to columns with Arrow kernels, and the CSR matrix is built straight
-from the list offsets. Chunks run on a thread pool, so the 2,041,789-row unbalanced list parses
-in well under a second.
+row in Python. The file is read in blocks of whole lines, parsed on a thread pool. A block
+written exactly in the official layout takes a fast path: its fields are found with vectorised
+byte comparisons, times are computed from their digits, the label lists are split and mapped to
+columns with Arrow kernels, and the CSR matrix is built straight from the list offsets. Any other
+block is matched line by line with one regular expression in Arrow, which accepts looser
+spacing and explains bad rows; both paths give the same result where both apply. The
+2,041,789-row unbalanced list goes from file to class priors in about a quarter of a second.
 
 Every row is either kept or reported: rows that break the format are collected in
 :attr:`Segments.rejected` (line, text, reason) when ``on_bad_rows="skip"``, and raise a
