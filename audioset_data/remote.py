@@ -124,6 +124,38 @@ def file_digests(path: PathLike) -> tuple[int, str, str]:
     return size, sha256.hexdigest(), git.hexdigest()
 
 
+def _meta_path(path: Path) -> Path:
+    return path.with_name(path.name + ".meta.json")
+
+
+def recorded_digests(path: PathLike) -> dict | None:
+    """Digests recorded when ``path`` was last verified, if the file is unchanged since.
+
+    "Unchanged" means the same size and modification time (nanoseconds) as recorded, the
+    marker that lets a verified file be used again without reading it whole.
+    """
+    path = Path(path)
+    meta_path = _meta_path(path)
+    if not path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return None
+    st = path.stat()
+    if meta.get("size") != st.st_size or meta.get("mtime_ns") != st.st_mtime_ns:
+        return None
+    return meta
+
+
+def sha256_of(path: PathLike) -> str:
+    """SHA-256 of a file: the recorded one for an unchanged fetched file, else computed."""
+    meta = recorded_digests(path)
+    if meta and meta.get("sha256"):
+        return str(meta["sha256"])
+    return file_digests(path)[1]
+
+
 def _expected(remote: Remote, meta: dict | None) -> dict[str, object]:
     """Checksums to verify against: the pinned ones, or those accepted for a new upstream."""
     if meta and meta.get("accepted_new_upstream"):
@@ -234,6 +266,7 @@ def fetch(
     base_url: str | None = None,
     force: bool = False,
     accept_new_upstream: bool = False,
+    verify: bool = False,
     timeout: float = 60.0,
     retries: int = 3,
     progress: bool = True,
@@ -253,6 +286,9 @@ def fetch(
     accept_new_upstream
         Keep a file whose checksum differs from the pinned release, and verify later uses
         against the new checksum (``--accept-new-upstream`` on the command line).
+    verify
+        Hash a cached copy again even when its size and modification time are unchanged since
+        it was verified (by default those two are the marker that skips re-reading it).
 
     Raises
     ------
@@ -264,11 +300,21 @@ def fetch(
     remote = get_remote(name)
     dest = cache_path(name, root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    meta_path = dest.with_name(dest.name + ".meta.json")
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    meta_path = _meta_path(dest)
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    except ValueError:
+        meta = None
 
     if dest.is_file() and not force:
-        bad, _ = _mismatches(dest, _expected(remote, meta))
+        expected = _expected(remote, meta)
+        recorded = None if verify else recorded_digests(dest)
+        if recorded is not None:
+            bad = [k for k, v in expected.items() if recorded.get(k) != v]
+        else:
+            bad, actual = _mismatches(dest, expected)
+            if not bad and meta is not None:
+                _write_meta(meta_path, dest, {**meta, **actual})
         if not bad:
             logger.debug("using verified cached %s", dest)
             return dest
@@ -296,15 +342,32 @@ def fetch(
                            remote.filename, "; ".join(bad))
             accepted = True
         os.replace(tmp, dest)
-        meta_path.write_text(json.dumps({
+        _write_meta(meta_path, dest, {
             "url": url,
             "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "accepted_new_upstream": accepted,
             **actual,
-        }, indent=1))
+        })
     finally:
         tmp.unlink(missing_ok=True)
     return dest
 
 
-__all__ = ["REMOTES", "Remote", "cache_path", "fetch", "file_digests", "get_remote"]
+def _write_meta(meta_path: Path, dest: Path, meta: dict) -> None:
+    """Record digests with the file's size and mtime, atomically."""
+    meta = {**meta, "mtime_ns": dest.stat().st_mtime_ns}
+    tmp = meta_path.with_name(meta_path.name + ".part")
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)
+
+
+__all__ = [
+    "REMOTES",
+    "Remote",
+    "cache_path",
+    "fetch",
+    "file_digests",
+    "get_remote",
+    "recorded_digests",
+    "sha256_of",
+]

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from .config import PathLike, data_home
 from .errors import AudioSetError, SegmentsError
 from .labels import LabelIndex
-from .remote import fetch, file_digests
+from .remote import fetch, sha256_of
 
 if TYPE_CHECKING:
     from .ontology import Ontology
@@ -1233,7 +1233,7 @@ def parsed_cache_path(source: PathLike, sha256: str, label_index: LabelIndex,
 
 def _load_cached(path: Path, index: LabelIndex, options: _Options, root: PathLike | None,
                  progress: bool | None) -> Segments:
-    _, sha256, _ = file_digests(path)
+    sha256 = sha256_of(path)
     target = parsed_cache_path(path, sha256, index, root, unknown_labels=options.unknown_labels,
                                on_bad_rows=options.on_bad_rows, duplicates=options.duplicates)
     if target.is_file():

@@ -90,3 +90,23 @@ def test_unknown_remote_and_bad_root(tmp_path):
     f.write_text("x")
     with pytest.raises(ConfigError, match="not a folder"):
         data_home(f)
+
+
+def test_unchanged_cached_file_is_not_read_again(mirror, monkeypatch):
+    import audioset_data.remote as remote
+
+    path = fetch("eval_segments", progress=False)
+
+    def boom(p):
+        raise AssertionError("the verified, unchanged file was hashed again")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(remote, "file_digests", boom)
+        assert fetch("eval_segments", progress=False) == path
+        assert remote.sha256_of(path) == REMOTES["eval_segments"].sha256
+    # verify=True reads it whole; a touched file is read again too
+    assert fetch("eval_segments", progress=False, verify=True) == path
+    path.touch()
+    assert remote.recorded_digests(path) is None
+    assert fetch("eval_segments", progress=False) == path
+    assert remote.recorded_digests(path) is not None
