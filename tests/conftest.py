@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from audioset_data.labels import LabelIndex
+from audioset_data.ontology import Ontology
+from audioset_data.segments import Segments
 from audioset_data.testing import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +37,31 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data folder {SHARED_DATA} is missing; it must sit beside the repo")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def label_index(shared_data: Path) -> LabelIndex:
+    """The real 527-label index."""
+    return LabelIndex.from_file(shared_data / "segments" / "class_labels_indices.csv")
+
+
+@pytest.fixture(scope="session")
+def index(label_index: LabelIndex) -> LabelIndex:
+    """Short name for :func:`label_index`."""
+    return label_index
+
+
+@pytest.fixture(scope="session")
+def ontology(shared_data: Path) -> Ontology:
+    """The real ontology."""
+    return Ontology.from_file(shared_data / "ontology" / "ontology.json")
+
+
+@pytest.fixture(scope="session")
+def eval_seg(shared_data: Path, label_index: LabelIndex) -> Segments:
+    """The real eval segment list, parsed without the cache."""
+    return Segments.from_file(shared_data / "segments" / "eval_segments.csv",
+                              label_index=label_index)
 
 
 @pytest.fixture

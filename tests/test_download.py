@@ -17,7 +17,6 @@ import pytest
 from audioset_data.demo import make_tone_file
 from audioset_data.download import CircuitBreaker, ShardSpec, _FolderLock, download, merge
 from audioset_data.errors import CacheError, ConfigError, DownloadError
-from audioset_data.labels import LabelIndex
 from audioset_data.manifest import Manifest
 from audioset_data.store import cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
@@ -29,11 +28,6 @@ FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
 @pytest.fixture(scope="session")
 def tone(tmp_path_factory) -> Path:
     return make_tone_file(tmp_path_factory.mktemp("media") / "tone.webm", 40.0)
-
-
-@pytest.fixture(scope="session")
-def label_index(shared_data) -> LabelIndex:
-    return LabelIndex.from_file(shared_data / "segments" / "class_labels_indices.csv")
 
 
 @pytest.fixture(scope="session")

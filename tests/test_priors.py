@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from audioset_data.errors import SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.ontology import Ontology
 from audioset_data.priors import ClassPriors
-from audioset_data.segments import Segments
 
 SPEECH, MUSIC, DOG, ANIMAL = "/m/09x0r", "/m/04rlf", "/m/0bt9lr", "/m/0jbk"
-
-
-@pytest.fixture(scope="module")
-def index(shared_data: Path) -> LabelIndex:
-    return LabelIndex.from_file(shared_data / "segments" / "class_labels_indices.csv")
-
-
-@pytest.fixture(scope="module")
-def ontology(shared_data: Path) -> Ontology:
-    return Ontology.from_file(shared_data / "ontology" / "ontology.json")
-
-
-@pytest.fixture(scope="module")
-def eval_seg(shared_data: Path, index: LabelIndex) -> Segments:
-    return Segments.from_file(shared_data / "segments" / "eval_segments.csv", label_index=index)
 
 
 def test_eval_priors_figures(eval_seg, index):

@@ -11,7 +11,6 @@ import pytest
 from audioset_data.cli import main
 from audioset_data.errors import ChecksumMismatchError, SegmentsError
 from audioset_data.labels import LabelIndex
-from audioset_data.ontology import Ontology
 from audioset_data.segments import (
     Segments,
     _Parser,
@@ -32,21 +31,6 @@ def reference_rows(path: Path) -> list[tuple[str, float, float, list[str]]]:
         ytid, start, end, labels = line.split(", ", 3)
         rows.append((ytid, float(start), float(end), labels.strip('"').split(",")))
     return rows
-
-
-@pytest.fixture(scope="module")
-def index(shared_data: Path) -> LabelIndex:
-    return LabelIndex.from_file(shared_data / "segments" / "class_labels_indices.csv")
-
-
-@pytest.fixture(scope="module")
-def ontology(shared_data: Path) -> Ontology:
-    return Ontology.from_file(shared_data / "ontology" / "ontology.json")
-
-
-@pytest.fixture(scope="module")
-def eval_seg(shared_data: Path, index: LabelIndex) -> Segments:
-    return Segments.from_file(shared_data / "segments" / "eval_segments.csv", label_index=index)
 
 
 @pytest.fixture(scope="module")
