@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
@@ -78,7 +78,7 @@ Duplicates = Literal["report", "error"]
 
 HEADER_COLUMNS = "# YTID, start_seconds, end_seconds, positive_labels"
 #: Bumped whenever the parsed-cache layout or the parser's output changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _BLOCK_BYTES = 4 << 20
 _YTID = re.compile(r"[A-Za-z0-9_-]{11}")
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?"
@@ -1228,7 +1228,7 @@ def parsed_cache_path(source: PathLike, sha256: str, label_index: LabelIndex,
     opts = json.dumps([CACHE_FORMAT, unknown_labels, on_bad_rows, duplicates,
                        list(label_index.mids)])
     key = hashlib.sha256(opts.encode()).hexdigest()[:12]
-    return data_home(root) / "segments" / f"{Path(source).stem}-{sha256[:20]}-{key}.parquet"
+    return data_home(root) / "segments" / f"{Path(source).stem}-{sha256[:20]}-{key}.arrow"
 
 
 def _load_cached(path: Path, index: LabelIndex, options: _Options, root: PathLike | None,
@@ -1267,14 +1267,14 @@ def _write_cache(seg: Segments, target: Path, sha256: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        feather.write_feather(table, tmp, compression="lz4")
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
 
 
 def _read_cache(target: Path, index: LabelIndex, source: str, sha256: str) -> Segments:
-    table = pq.read_table(target)
+    table = feather.read_table(target, memory_map=True)
     meta = json.loads(table.schema.metadata[b"audioset_data.segments"])
     mids_sha = hashlib.sha256("\n".join(index.mids).encode()).hexdigest()
     if meta.get("format") != CACHE_FORMAT or meta.get("sha256") != sha256 or (

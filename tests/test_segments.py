@@ -338,7 +338,7 @@ def test_load_split_via_mirror_and_parsed_cache(mirror, data_root, monkeypatch):
     seg = load_segments("eval", progress=False)
     assert len(seg) == 20371 and seg.n_labels == 51804
     assert mirror.requests["/csv/eval_segments.csv"] == 1
-    cached = list((data_root / "segments").glob("eval_segments-*.parquet"))
+    cached = list((data_root / "segments").glob("eval_segments-*.arrow"))
     assert len(cached) == 1
 
     def no_parse(self, progress=None):
@@ -361,7 +361,7 @@ def test_parsed_cache_invalidated_by_changed_source(tmp_path, tiny, data_root):
     path.write_text(HEADER + GOOD + 'ccccccccccc, 0.000, 10.000, "/m/b"\n')
     changed = load_segments(path, label_index=tiny)
     assert len(changed) == 3 and changed[2].labels == ("/m/b",)
-    assert len(list((data_root / "segments").glob("list-*.parquet"))) == 2
+    assert len(list((data_root / "segments").glob("list-*.arrow"))) == 2
 
 
 def test_parsed_cache_keeps_rejected_report(tmp_path, tiny):
@@ -379,8 +379,8 @@ def test_corrupt_parsed_cache_is_rebuilt(tmp_path, tiny, data_root):
     path = tmp_path / "list.csv"
     path.write_text(HEADER + GOOD)
     load_segments(path, label_index=tiny)
-    (cache,) = (data_root / "segments").glob("list-*.parquet")
-    cache.write_bytes(b"not parquet")
+    (cache,) = (data_root / "segments").glob("list-*.arrow")
+    cache.write_bytes(b"not an arrow file")
     assert len(load_segments(path, label_index=tiny)) == 2
 
 
