@@ -11,6 +11,7 @@ can be stopped at any moment (Ctrl-C or kill -9) and resumed by running it again
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import random
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 
 from .clip import ClipFailure, ClipFetcher, validate_ytid
 from .config import PathLike
-from .errors import AudioSetError, CacheError, ConfigError, DownloadError
+from .errors import AudioSetError, CacheError, ConfigError, DownloadError, SegmentsError
 from .labels import LabelIndex
 from .manifest import Manifest, clip_key
 from .store import (
@@ -236,12 +237,30 @@ def _segment_table(segments: Any) -> pd.DataFrame:
     missing = {"ytid", "start", "end", "labels"} - set(segments.columns)
     if missing:
         raise ConfigError(f"segment table lacks columns {sorted(missing)}")
-    labels = segments["labels"].map(lambda v: v if isinstance(v, str) else ",".join(v))
+    try:
+        start = segments["start"].astype(float).to_numpy()
+        end = segments["end"].astype(float).to_numpy()
+    except (TypeError, ValueError) as exc:
+        raise SegmentsError(f"segment table: start/end are not numbers ({exc})") from None
+    bad = ~(np.isfinite(start) & np.isfinite(end) & (start >= 0) & (end > start))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise SegmentsError(
+            f"segment table row {i}: start={start[i]!r}, end={end[i]!r} is not a time range "
+            f"({int(bad.sum())} such rows)")
+
+    def joined(v: Any) -> str:
+        if isinstance(v, str):
+            return v
+        if isinstance(v, list | tuple | np.ndarray):
+            return ",".join(map(str, v))
+        raise SegmentsError(f"segment table: labels {v!r} are neither text nor a list of mids")
+
     return pd.DataFrame({
         "ytid": segments["ytid"].astype(str).to_numpy(),
-        "start": segments["start"].astype(float).to_numpy(),
-        "end": segments["end"].astype(float).to_numpy(),
-        "labels": labels.to_numpy(),
+        "start": start,
+        "end": end,
+        "labels": segments["labels"].map(joined).to_numpy(),
     })
 
 
@@ -277,6 +296,21 @@ def _cache_name(split: str) -> str:
         return split
 
 
+def _merge_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment key; rows listed twice get the union of their labels."""
+    dup = table["key"].duplicated(keep=False)
+    if not dup.any():
+        return table
+    logger.warning("%d segments are listed more than once; their labels are joined",
+                   int(table.loc[dup, "key"].nunique()))
+    joined = (table[dup].groupby("key", sort=False)["labels"]
+              .agg(lambda ls: ",".join(dict.fromkeys(m for x in ls for m in x.split(",") if m))))
+    table = table.drop_duplicates("key").copy()
+    table.loc[table["key"].isin(joined.index), "labels"] = (
+        table.loc[table["key"].isin(joined.index), "key"].map(joined))
+    return table
+
+
 def _targets(labels: str, index: LabelIndex, unknown: Counter[str]) -> np.ndarray:
     target = np.zeros(len(index), dtype=bool)
     for mid in labels.split(","):
@@ -288,7 +322,7 @@ def _targets(labels: str, index: LabelIndex, unknown: Counter[str]) -> np.ndarra
 
 
 def download(
-    split: str | None = "balanced",
+    split: str | None = None,
     *,
     segments: Any = None,
     root: PathLike | None = None,
@@ -322,8 +356,10 @@ def download(
     Parameters
     ----------
     split
-        ``"eval"``, ``"balanced"`` or ``"unbalanced"``; with ``segments`` it names the cache
-        folder (a subset of a split shares that split's cache).
+        ``"eval"``, ``"balanced"`` (the default when nothing else is given) or
+        ``"unbalanced"``; with ``segments`` it names the cache folder (a subset of a split
+        shares that split's cache). A ``segments`` object needs it; a CSV path without it
+        gets a cache named after the file.
     segments
         A segment list instead of the whole split: a CSV path in the official format, a
         ``Segments`` object, or a DataFrame with ``ytid, start, end, labels``.
@@ -358,6 +394,10 @@ def download(
         raise ConfigError(f"url_template {url_template!r} must contain {{ytid}}")
     if max_attempts < 1:
         raise ConfigError("max_attempts must be at least 1")
+    if rate_limit is not None and not rate_limit > 0:
+        raise ConfigError(f"rate_limit={rate_limit!r} must be a positive number of requests/s")
+    if split is None and segments is None:
+        split = "balanced"
     part = ShardSpec.parse(shard) if shard is not None else None
     index = label_index or LabelIndex.load(root=root, base_url=csv_base_url,
                                            accept_new_upstream=accept_new_upstream)
@@ -366,7 +406,7 @@ def download(
     for ytid in table["ytid"]:
         validate_ytid(ytid)
     table["key"] = [clip_key(y, s) for y, s in zip(table["ytid"], table["start"], strict=True)]
-    table = table.drop_duplicates("key")
+    table = _merge_duplicates(table)
     if part is not None:
         table = table[[part.owns(k) for k in table["key"]]]
     if limit is not None:
@@ -391,10 +431,14 @@ def download(
                                  clip_samples=clip_samples, label_mids=index.mids,
                                  name=manifest_name)
         try:
-            new = manifest.add_segments(
+            new, relabelled = manifest.add_segments(
                 zip(table["key"], table["ytid"], table["start"], table["end"], table["labels"],
                     strict=True)
             )
+            if relabelled:
+                logger.warning(
+                    "%d cached clips carry other labels in this list than when they were "
+                    "fetched; their stored targets keep the old labels", relabelled)
             status = manifest.statuses(list(table["key"]))
             logger.info("%s: %d segments (%d new in the manifest)", name, len(table), new)
             todo_mask = status["status"].eq("pending") | (
@@ -424,11 +468,15 @@ def download(
             try:
                 run.run(items, pool, max_inflight=max(2, 2 * workers), progress=progress)
                 writer.close()
-            finally:
-                if own_executor:
-                    pool.shutdown(wait=True, cancel_futures=True)
+            except BaseException:
+                if own_executor:  # return to the caller now; running fetches end on their own
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            if own_executor:
+                pool.shutdown(wait=True)
             report = _report(manifest, folder, table, index, run, time.monotonic() - t0,
                              suffix=f".{part.tag}" if part else "")
+            manifest.finish()
         finally:
             manifest.close()
     return report
@@ -619,22 +667,29 @@ def _per_class(status: pd.DataFrame, index: LabelIndex) -> pd.DataFrame:
 def merge(split: str, root: PathLike | None = None) -> Path:
     """Join the part manifests of a job array (``--shard I/N`` runs) into ``manifest.sqlite``.
 
-    Part files stay where they are; the joined manifest references them. For each segment
-    the best status wins (``ok`` over ``failed`` over ``pending``).
+    Part files stay where they are; the joined manifest references them. Each part is the
+    source of truth for its own files, so merging again after resuming a part brings the
+    joined manifest up to date. Parts that are still being written are refused.
     """
     folder = cache_dir(split, root)
     parts = sorted(folder.glob("manifest.part-*.sqlite"))
     if not parts:
         raise CacheError(f"no part manifests (manifest.part-*.sqlite) in {str(folder)!r}")
     target = folder / MANIFEST_NAME
-    with Manifest.open(target) as out:
-        for part in parts:
-            with Manifest.open(part, create=False) as src:
-                meta = {k: src.get_meta(k) or "" for k in
-                        ("format", "sample_rate", "clip_samples", "labels")}
-            out.check_or_set_meta(meta)
-            out.merge_from(part)
-            logger.info("merged %s", part.name)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_FolderLock(folder / ".lock"))
+        tags = [p.name[len("manifest."):-len(".sqlite")] for p in parts]
+        for tag in tags:
+            stack.enter_context(_FolderLock(folder / f".{tag}-lock"))
+        with Manifest.open(target) as out:
+            for part, tag in zip(parts, tags, strict=True):
+                with Manifest.open(part, readonly=True) as src:
+                    meta = {k: src.get_meta(k) or "" for k in
+                            ("format", "sample_rate", "clip_samples", "labels")}
+                out.check_or_set_meta(meta)
+                out.merge_from(part, prefix=f"{tag}-")
+                logger.info("merged %s", part.name)
+            out.finish()
     return target
 
 

@@ -9,6 +9,7 @@ moment leaves the last committed state, never a half-written one.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,6 +21,8 @@ import pandas as pd
 
 from .config import PathLike
 from .errors import CacheError
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
@@ -80,27 +83,55 @@ class Manifest:
         self._conn = conn
 
     @classmethod
-    def open(cls, path: PathLike, *, create: bool = True) -> Manifest:
-        """Open (and create if asked) the manifest at ``path``."""
+    def open(cls, path: PathLike, *, create: bool = True, readonly: bool = False) -> Manifest:
+        """Open (and create if asked) the manifest at ``path``.
+
+        ``readonly`` opens without writing anything, so a finished cache on a read-only mount
+        or owned by another user can be read.
+        """
         path = Path(path)
-        if not create and not path.is_file():
+        if (readonly or not create) and not path.is_file():
             raise CacheError(f"manifest {str(path)!r} does not exist")
         try:
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
-            version = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if version is None:
+            if readonly:
+                conn = cls._connect_readonly(path)
+            else:
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a committed batch survives a power cut before its old files are deleted
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None and not readonly:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(version[0]) != SCHEMA_VERSION:
+            elif row is None or int(row[0]) != SCHEMA_VERSION:
                 raise CacheError(
-                    f"manifest {str(path)!r} has schema {version[0]}, this version reads "
+                    f"manifest {str(path)!r} has schema {row and row[0]}, this version reads "
                     f"{SCHEMA_VERSION}"
                 )
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"manifest {str(path)!r} cannot be read: {exc}") from exc
         return cls(path, conn)
+
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        uri = path.resolve().as_uri()
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+            conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            # a read-only folder cannot hold WAL's shared-memory file: read the file as is
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+    def finish(self) -> None:
+        """Fold the write-ahead log into the database file (the cache is then one plain file
+        per manifest, readable from read-only media and safe to copy). Skipped while another
+        connection (a reader) has the database open."""
+        try:
+            self._conn.execute("PRAGMA journal_mode=DELETE")
+        except sqlite3.OperationalError as exc:
+            logger.debug("manifest %s stays in WAL mode: %s", self.path, exc)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -111,6 +142,15 @@ class Manifest:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Manifest]:
+        """Reads inside see one consistent state, even while a writer commits."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._conn.execute("COMMIT")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -145,18 +185,35 @@ class Manifest:
     # -- segments ---------------------------------------------------------------------------
     def add_segments(
         self, rows: Iterable[tuple[str, str, float, float, str]]
-    ) -> int:
-        """Insert ``(key, ytid, start, end, labels)`` rows as pending; existing keys are kept.
+    ) -> tuple[int, int]:
+        """Register ``(key, ytid, start, end, labels)`` rows as pending.
 
-        Returns the number of new rows.
+        Known segments keep their status; the labels of those not yet cached follow the list.
+        Returns ``(new rows, cached rows whose stored labels differ from the list)``.
         """
         with self.transaction() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO clips (key, ytid, start, end_, labels) VALUES (?,?,?,?,?)",
-                rows,
-            )
-            return conn.total_changes - before
+            conn.execute("CREATE TEMP TABLE incoming (key TEXT PRIMARY KEY, ytid TEXT, "
+                         "start REAL, end_ REAL, labels TEXT)")
+            try:
+                conn.executemany("INSERT OR REPLACE INTO incoming VALUES (?,?,?,?,?)", rows)
+                changed = conn.execute(
+                    "SELECT COUNT(*) FROM clips JOIN incoming USING (key) "
+                    "WHERE clips.status = 'ok' AND clips.labels != incoming.labels"
+                ).fetchone()[0]
+                conn.execute(
+                    "UPDATE clips SET labels = (SELECT labels FROM incoming i "
+                    "WHERE i.key = clips.key) WHERE status != 'ok' AND key IN "
+                    "(SELECT key FROM incoming i WHERE i.labels != clips.labels)"
+                )
+                before = conn.total_changes
+                conn.execute(
+                    "INSERT OR IGNORE INTO clips (key, ytid, start, end_, labels) "
+                    "SELECT key, ytid, start, end_, labels FROM incoming"
+                )
+                new = conn.total_changes - before
+            finally:
+                conn.execute("DROP TABLE temp.incoming")
+        return new, changed
 
     def statuses(self, keys: Sequence[str] | None = None) -> pd.DataFrame:
         """Key, status, reason, permanent and attempts, for ``keys`` or every segment."""
@@ -234,40 +291,38 @@ class Manifest:
             marks = ",".join("?" * len(old))
             conn.execute(f"DELETE FROM files WHERE name IN ({marks})", list(old))  # noqa: S608
 
-    def merge_from(self, other: PathLike) -> None:
-        """Copy the segments and files of another manifest into this one.
+    def merge_from(self, other: PathLike, prefix: str) -> None:
+        """Take in a part manifest whose files all start with ``prefix``.
 
-        For a segment in both, the better status wins: ``ok`` over ``failed`` over
-        ``pending``.
+        The part is the source of truth for its own files: the files it lists replace every
+        file of that prefix here, and its segments replace the ones here unless this manifest
+        holds the clip from somewhere else while the part does not. Merging again after the
+        part was resumed therefore brings this manifest up to date.
         """
         try:
             self._conn.execute("ATTACH DATABASE ? AS other", (str(other),))
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cannot read manifest {str(other)!r}: {exc}") from exc
+        like = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         try:
             with self.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO files SELECT * FROM other.files")
+                conn.execute("DELETE FROM files WHERE name LIKE ? ESCAPE '\\'", (like,))
+                conn.execute("INSERT INTO files SELECT * FROM other.files")
                 conn.execute(
                     "INSERT INTO clips SELECT * FROM other.clips WHERE true "
                     "ON CONFLICT(key) DO UPDATE SET status=excluded.status, "
                     "reason=excluded.reason, permanent=excluded.permanent, "
                     "detail=excluded.detail, attempts=excluded.attempts, file=excluded.file, "
-                    "row=excluded.row, length=excluded.length, updated=excluded.updated "
-                    "WHERE clips.status != 'ok' AND (excluded.status = 'ok' OR "
-                    "clips.status = 'pending')"
+                    "row=excluded.row, length=excluded.length, updated=excluded.updated, "
+                    "labels=excluded.labels "
+                    "WHERE excluded.status = 'ok' OR clips.status != 'ok' "
+                    "OR clips.file LIKE ? ESCAPE '\\'",
+                    (like,),
                 )
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"cannot merge manifest {str(other)!r}: {exc}") from exc
         finally:
             self._conn.execute("DETACH DATABASE other")
-
-    def reset(self, keys: Iterable[str]) -> None:
-        """Send segments back to ``pending`` (their audio, if any, is dropped from the index)."""
-        with self.transaction() as conn:
-            conn.executemany(
-                "UPDATE clips SET status='pending', file=NULL, row=NULL, length=NULL WHERE key=?",
-                [(k,) for k in keys],
-            )
 
     def files(self) -> pd.DataFrame:
         """Every HDF5 file the manifest references, with kind and row count."""

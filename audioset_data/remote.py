@@ -222,7 +222,9 @@ def _download(
         return
     session = _session(retries)
     try:
-        with session.get(url, stream=True, timeout=timeout) as resp:
+        # identity: the checksum and the length check are about the bytes of the file itself
+        headers = {"Accept-Encoding": "identity"}
+        with session.get(url, stream=True, timeout=timeout, headers=headers) as resp:
             if resp.status_code != 200:
                 raise RemoteError(f"GET {url!r} answered HTTP {resp.status_code}")
             total = int(resp.headers.get("Content-Length") or 0) or None
@@ -356,9 +358,13 @@ def fetch(
 def _write_meta(meta_path: Path, dest: Path, meta: dict) -> None:
     """Record digests with the file's size and mtime, atomically."""
     meta = {**meta, "mtime_ns": dest.stat().st_mtime_ns}
-    tmp = meta_path.with_name(meta_path.name + ".part")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{meta_path.name}.", suffix=".part", dir=meta_path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(meta, fh, indent=1)
+        os.replace(tmp, meta_path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 __all__ = [

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -63,7 +62,10 @@ def bytes_per_clip(fmt: str, sample_rate: int, clip_seconds: float) -> int:
 
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:
-    """Folder of one split's cache under the data root."""
+    """Folder of one split's cache under the data root (split aliases share one folder)."""
+    from .segments import SPLIT_ALIASES
+
+    split = SPLIT_ALIASES.get(split, split)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
         raise ConfigError(f"cache name {split!r} must be letters, digits, '_', '-' or '.'")
     return data_home(root) / "cache" / split
@@ -216,6 +218,9 @@ def _write_file(
 class CacheWriter:
     """The single writer of one cache folder: buffers clips, publishes batches, compacts.
 
+    Use it from one thread (its manifest connection belongs to that thread); the download
+    job calls it only from the thread that collects finished clips.
+
     Parameters
     ----------
     folder
@@ -252,7 +257,6 @@ class CacheWriter:
         self._keys: list[str] = []
         self._attempts: list[int] = []
         self._first_buffered: float | None = None
-        self._lock = threading.Lock()
         self.recover()
 
     def _own(self, name: str) -> bool:
@@ -281,18 +285,17 @@ class CacheWriter:
         attempts: int = 1,
     ) -> None:
         """Buffer one clip; publish a batch when the buffer is full or old enough."""
-        with self._lock:
-            b = self._buffer
-            b.ytid.append(ytid)
-            b.start.append(float(start))
-            b.end.append(float(end))
-            b.length.append(int(length))
-            b.target.append(np.asarray(target, dtype=bool))
-            b.audio.append(audio)
-            self._keys.append(key)
-            self._attempts.append(int(attempts))
-            if self._first_buffered is None:
-                self._first_buffered = time.monotonic()
+        b = self._buffer
+        b.ytid.append(ytid)
+        b.start.append(float(start))
+        b.end.append(float(end))
+        b.length.append(int(length))
+        b.target.append(np.asarray(target, dtype=bool))
+        b.audio.append(audio)
+        self._keys.append(key)
+        self._attempts.append(int(attempts))
+        if self._first_buffered is None:
+            self._first_buffered = time.monotonic()
         if len(self._buffer) >= self.batch_size:
             self.flush()
 
@@ -304,22 +307,18 @@ class CacheWriter:
 
     def flush(self) -> None:
         """Publish buffered clips as one batch file and mark them ``ok`` in the manifest."""
-        with self._lock:
-            if not len(self._buffer):
-                return
+        if len(self._buffer):
             block, keys, attempts = self._buffer, self._keys, self._attempts
             self._buffer, self._keys, self._attempts = ClipBlock(), [], []
             self._first_buffered = None
             name = f"{self.prefix}batch-{uuid.uuid4().hex}.h5"
             _write_file(self.folder, name, self.layout, [block], len(block))
-            placements = [
-                Placement(k, name, i, block.length[i]) for i, k in enumerate(keys)
-            ]
+            placements = [Placement(k, name, i, block.length[i]) for i, k in enumerate(keys)]
             self.manifest.commit_batch(name, placements, attempts)
         self.compact(final=False)
 
     def _next_shard_name(self) -> str:
-        pattern = re.compile(re.escape(self.prefix) + r"shard-(\d{5})\.h5")
+        pattern = re.compile(re.escape(self.prefix) + r"shard-(\d{5,})\.h5")
         used = [int(m.group(1)) for n in self.manifest.files()["name"]
                 if (m := pattern.fullmatch(n))]
         used += [int(m.group(1)) for p in self.folder.iterdir() if (m := pattern.fullmatch(p.name))]
@@ -396,7 +395,7 @@ class AudioSetCache:
             parts = sorted(self.folder.glob("manifest.part-*.sqlite"))
             hint = " (run `audioset merge` to join the part manifests)" if parts else ""
             raise CacheError(f"no cache at {str(self.folder)!r}: {manifest_name} is missing{hint}")
-        with Manifest.open(path, create=False) as manifest:
+        with Manifest.open(path, readonly=True) as manifest, manifest.snapshot():
             self.index = manifest.placements()
             files = manifest.files()
             self.sample_rate = int(manifest.get_meta("sample_rate") or 0)

@@ -15,8 +15,15 @@ import pandas as pd
 import pytest
 
 from audioset_data.demo import make_tone_file
-from audioset_data.download import CircuitBreaker, ShardSpec, _FolderLock, download, merge
-from audioset_data.errors import CacheError, ConfigError, DownloadError
+from audioset_data.download import (
+    CircuitBreaker,
+    ShardSpec,
+    _FolderLock,
+    _merge_duplicates,
+    download,
+    merge,
+)
+from audioset_data.errors import CacheError, ConfigError, DownloadError, SegmentsError
 from audioset_data.manifest import Manifest
 from audioset_data.store import cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
@@ -258,6 +265,14 @@ def test_bad_settings_and_inputs_fail_before_any_request(http_server, eval_rows,
     url = _serve(http_server, frame, tone)
     with pytest.raises(ConfigError, match="ytid"):
         _run(frame, "http://127.0.0.1:1/no-template", label_index)
+    with pytest.raises(ConfigError, match="rate_limit"):
+        _run(frame, url, label_index, rate_limit=-1)
+    with pytest.raises(ConfigError, match="split="):
+        download(segments=frame, url_template=url, label_index=label_index, **FAST)
+    nan = frame.copy()
+    nan.loc[0, "start"] = float("nan")
+    with pytest.raises(SegmentsError, match="row 0"):
+        _run(nan, url, label_index)
     bad = frame.copy()
     bad.loc[1, "ytid"] = "-rf;rm -rf /"
     with pytest.raises(DownloadError):
@@ -349,3 +364,9 @@ def test_kill_9_mid_download_then_resume(tmp_path, eval_rows, tone, label_index,
         wave = {ref[i]["ytid"]: ref[i]["waveform"] for i in range(len(ref))}
         for i in range(len(resumed)):
             assert np.array_equal(resumed[i]["waveform"], wave[resumed[i]["ytid"]])
+
+
+def test_a_segment_listed_twice_gets_the_union_of_its_labels():
+    table = pd.DataFrame({"key": ["a_0", "b_0", "a_0"], "labels": ["/m/x", "/m/y", "/m/z,/m/x"]})
+    out = _merge_duplicates(table).set_index("key")["labels"]
+    assert out.to_dict() == {"a_0": "/m/x,/m/z", "b_0": "/m/y"}

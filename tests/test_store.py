@@ -115,3 +115,63 @@ def test_settings_are_pinned_per_cache(tmp_path):
         cache_dir("../escape")
     with pytest.raises(CacheError, match="missing"):
         open_cache(folder=tmp_path / "nothing")
+
+
+def test_merge_again_after_a_part_was_resumed(tmp_path, monkeypatch):
+    from audioset_data.download import merge
+
+    monkeypatch.setenv("AUDIOSET_DATA_HOME", str(tmp_path))
+    folder = cache_dir("arr")
+
+    def part_writer(tag):
+        manifest = open_manifest(folder, fmt="pcm16", sample_rate=SR, clip_samples=CLIP,
+                                 label_mids=MIDS, name=f"manifest.{tag}.sqlite")
+        return manifest, CacheWriter(folder, manifest, fmt="pcm16", sample_rate=SR,
+                                     clip_samples=CLIP, label_mids=MIDS, batch_size=2,
+                                     shard_size=100, prefix=f"{tag}-")
+
+    def add(manifest, writer, ids):
+        rows = [(clip_key(_clip(i)[0], i), _clip(i)[0], float(i), i + 10.0, MIDS[i % 3])
+                for i in ids]
+        manifest.add_segments(rows)
+        for i in ids:
+            ytid, pcm, target = _clip(i)
+            writer.add(clip_key(ytid, i), ytid, float(i), i + 10.0, pcm, len(pcm), target)
+
+    m1, w1 = part_writer("part-1-of-2")
+    add(m1, w1, range(0, 4))
+    w1.flush()  # interrupted: published batches, never compacted
+    m1.close()
+    m2, w2 = part_writer("part-2-of-2")
+    add(m2, w2, range(4, 7))
+    w2.close()
+    m2.close()
+    merge("arr")
+    assert len(open_cache("arr")) == 7
+    m1, w1 = part_writer("part-1-of-2")  # resume part 1: its batches become a shard
+    w1.close()
+    m1.close()
+    assert not list(folder.glob("part-1-of-2-batch-*.h5"))
+    merge("arr")
+    cache = open_cache("arr")
+    assert sorted(cache[i]["ytid"] for i in range(len(cache))) == sorted(
+        _clip(i)[0] for i in range(7))
+
+
+def test_split_aliases_share_one_cache_and_labels_follow_the_list(tmp_path):
+    assert cache_dir("balanced_train") == cache_dir("balanced")
+    folder = tmp_path / "c"
+    manifest, writer = _fill(folder, 3)
+    ytid, pcm, target = _clip(0)
+    writer.add(clip_key(ytid, 0), ytid, 0.0, 10.0, pcm, len(pcm), target)
+    writer.close()
+    rows = [(clip_key(_clip(i)[0], i), _clip(i)[0], float(i), i + 10.0, "/m/c") for i in range(3)]
+    new, changed = manifest.add_segments(rows)
+    assert (new, changed) == (0, 1)  # clip 0 is cached with its old label
+    labels = manifest.table().set_index("ytid")["labels"]
+    assert labels[_clip(1)[0]] == "/m/c" and labels[_clip(0)[0]] == MIDS[0]
+    manifest.finish()
+    manifest.close()
+    assert not (folder / "manifest.sqlite-wal").exists()
+    assert len(open_cache(folder=folder)) == 1
+    assert not (folder / "manifest.sqlite-wal").exists()  # reading writes nothing
