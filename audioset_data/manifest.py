@@ -201,9 +201,9 @@ class Manifest:
                     "WHERE clips.status = 'ok' AND clips.labels != incoming.labels"
                 ).fetchone()[0]
                 conn.execute(
-                    "UPDATE clips SET labels = (SELECT labels FROM incoming i "
-                    "WHERE i.key = clips.key) WHERE status != 'ok' AND key IN "
-                    "(SELECT key FROM incoming i WHERE i.labels != clips.labels)"
+                    "UPDATE clips SET labels = i.labels FROM incoming AS i "
+                    "WHERE i.key = clips.key AND clips.status != 'ok' "
+                    "AND clips.labels != i.labels"
                 )
                 before = conn.total_changes
                 conn.execute(
