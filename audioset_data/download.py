@@ -350,6 +350,7 @@ def download(
     accept_new_upstream: bool = False,
     progress: bool = True,
     label_index: LabelIndex | None = None,
+    task_timeout: float | None = None,
 ) -> DownloadReport:
     """Download the clips of a split (or any segment list) into the resumable HDF5 cache.
 
@@ -375,6 +376,10 @@ def download(
         with :func:`merge`.
     retry_failed
         Retry every failed clip, permanent ones included.
+    task_timeout
+        Seconds after which a clip task that has not answered counts as a transient
+        ``timeout`` (default: twice the fetcher's socket plus ffmpeg timeouts, plus a minute),
+        so an executor that loses a task cannot hang the run.
 
     Returns
     -------
@@ -461,6 +466,8 @@ def download(
                 manifest=manifest, writer=writer, fetcher=fetcher, fmt=fmt, index=index,
                 max_attempts=max_attempts, backoff=backoff,
                 limiter=RateLimiter(rate_limit), breaker=breaker or CircuitBreaker(),
+                task_timeout=task_timeout or 2 * (fetcher.socket_timeout + fetcher.ffmpeg_timeout)
+                + 60,
             )
             own_executor = executor is None
             pool = executor or ThreadPoolExecutor(max_workers=max(1, workers),
@@ -487,7 +494,7 @@ class _Run:
 
     def __init__(self, *, manifest: Manifest, writer: CacheWriter, fetcher: ClipFetcher,
                  fmt: str, index: LabelIndex, max_attempts: int, backoff: float,
-                 limiter: RateLimiter, breaker: CircuitBreaker):
+                 limiter: RateLimiter, breaker: CircuitBreaker, task_timeout: float):
         self.manifest = manifest
         self.writer = writer
         self.fetcher = fetcher
@@ -495,6 +502,7 @@ class _Run:
         self.index = index
         self.max_attempts = max_attempts
         self.max_throttled = 3 * max_attempts
+        self.task_timeout = task_timeout
         self.backoff = backoff
         self.limiter = limiter
         self.breaker = breaker
@@ -507,6 +515,7 @@ class _Run:
         queue: deque[_Item] = deque(items)
         retry: list[tuple[float, int, _Item]] = []
         inflight: dict[Future, _Item] = {}
+        started: dict[Future, float] = {}
         seq = 0
         bar = tqdm(total=len(items), unit="clip", desc="download", disable=not progress,
                    dynamic_ncols=True)
@@ -521,6 +530,7 @@ class _Run:
                     fut = pool.submit(_fetch_task, self.fetcher, item.ytid, item.start,
                                       item.end, self.fmt)
                     inflight[fut] = item
+                    started[fut] = time.monotonic()
                 if not inflight:
                     wake = [retry[0][0]] if retry else []
                     if self.breaker.is_open(now):
@@ -529,9 +539,18 @@ class _Run:
                     self.writer.flush_if_stale()
                     continue
                 done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
-                for fut in done:
+                now = time.monotonic()
+                stuck = [f for f in inflight if f not in done
+                         and now - started[f] > self.task_timeout]
+                for fut in [*done, *stuck]:
                     item = inflight.pop(fut)
-                    requeue = self._handle(fut, item)
+                    del started[fut]
+                    if fut in done:
+                        requeue = self._handle(fut, item)
+                    else:  # an executor that never answers must not hang the run
+                        fut.cancel()
+                        requeue = self._record(item, "timeout", False,
+                                               f"no result after {self.task_timeout:.0f} s")
                     if requeue is None:
                         bar.update(1)
                         bar.set_postfix(ok=self.fetched, failed=self.failed, refresh=False)
@@ -554,16 +573,20 @@ class _Run:
             kind, payload = fut.result()
         except Exception as exc:  # noqa: BLE001 - a worker crash must not stop the run
             kind, payload = "failed", ("worker_error", False, f"{type(exc).__name__}: {exc}")
+        if kind != "ok":
+            return self._record(item, *payload)
         item.attempts += 1
-        if kind == "ok":
-            audio, length = payload
-            target = _targets(item.labels, self.index, self.unknown_labels)
-            self.writer.add(item.key, item.ytid, item.start, item.end, audio, length, target,
-                            attempts=item.attempts)
-            self.breaker.success()
-            self.fetched += 1
-            return None
-        reason, permanent, detail = payload
+        audio, length = payload
+        target = _targets(item.labels, self.index, self.unknown_labels)
+        self.writer.add(item.key, item.ytid, item.start, item.end, audio, length, target,
+                        attempts=item.attempts)
+        self.breaker.success()
+        self.fetched += 1
+        return None
+
+    def _record(self, item: _Item, reason: str, permanent: bool, detail: str) -> float | None:
+        """Record one failed attempt; return a delay when the clip should be retried."""
+        item.attempts += 1
         now = time.monotonic()
         if reason in THROTTLE_REASONS:
             # throttling says nothing about the clip: pause (breaker) and retry it later,

@@ -370,3 +370,25 @@ def test_a_segment_listed_twice_gets_the_union_of_its_labels():
     table = pd.DataFrame({"key": ["a_0", "b_0", "a_0"], "labels": ["/m/x", "/m/y", "/m/z,/m/x"]})
     out = _merge_duplicates(table).set_index("key")["labels"]
     assert out.to_dict() == {"a_0": "/m/x,/m/z", "b_0": "/m/y"}
+
+
+def test_a_task_the_executor_never_answers_does_not_hang_the_run(http_server, eval_rows, tone,
+                                                                  label_index):
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    class LosesFirstTask(ThreadPoolExecutor):
+        lost = 0
+
+        def submit(self, fn, *args, **kwargs):
+            if not self.lost:
+                self.lost += 1
+                return Future()  # never runs, never completes
+            return super().submit(fn, *args, **kwargs)
+
+    frame = eval_rows.iloc[:3]
+    url = _serve(http_server, frame, tone)
+    with LosesFirstTask(max_workers=2) as pool:
+        report = _run(frame, url, label_index, executor=pool, task_timeout=1.0)
+    assert (report.ok, report.failed) == (3, 0)
+    table = Manifest.open(report.folder / "manifest.sqlite").table()
+    assert sorted(table["attempts"]) == [1, 1, 2]
