@@ -444,7 +444,7 @@ def download(
                 logger.warning(
                     "%d cached clips carry other labels in this list than when they were "
                     "fetched; their stored targets keep the old labels", relabelled)
-            status = manifest.statuses(list(table["key"]))
+            status = table.merge(manifest.statuses(), on="key", how="left", validate="1:1")
             logger.info("%s: %d segments (%d new in the manifest)", name, len(table), new)
             todo_mask = status["status"].eq("pending") | (
                 status["status"].eq("failed") & (retry_failed | status["permanent"].eq(0))
@@ -650,7 +650,7 @@ def _check_space(folder: Path, n: int, fmt: str, sample_rate: int, clip_seconds:
 
 def _report(manifest: Manifest, folder: Path, table: pd.DataFrame, index: LabelIndex,
             run: _Run, elapsed: float, suffix: str = "") -> DownloadReport:
-    status = manifest.statuses(list(table["key"]))
+    status = table.merge(manifest.statuses(), on="key", how="left", validate="1:1")
     counts = status["status"].value_counts()
     failed = status[status["status"] == "failed"]
     by_reason = {str(k): int(v) for k, v in failed["reason"].value_counts().items()}
