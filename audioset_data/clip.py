@@ -545,22 +545,8 @@ class ClipFetcher:
     def _direct(
         self, ytid: str, start: float, duration: float, fmt: Mapping[str, Any], url: str
     ) -> ClipAudio:
-        details: list[DecodeResult] = []
-        try:
-            pcm = decode_pcm(
-                url,
-                start=start,
-                duration=duration,
-                sample_rate=self.sample_rate,
-                ffmpeg=self._ffmpeg_path,
-                timeout=self.ffmpeg_timeout,
-                headers=self._headers(fmt, url),
-                rw_timeout=self.socket_timeout,
-                details=details,
-            )
-        except Exception as exc:  # noqa: BLE001 - every failure gets classified
-            raise classify_error(exc, ytid=ytid) from exc
-        d = details[-1] if details else DecodeResult(None, None, "")
+        pcm, d = self._decode(ytid, url, start, duration, headers=self._headers(fmt, url),
+                              rw_timeout=self.socket_timeout)
         if d.bytes_read is not None and d.bytes_read > self.max_bytes:
             logger.warning("%s: read %d bytes, over max_bytes=%d", ytid, d.bytes_read,
                            self.max_bytes)
@@ -576,6 +562,18 @@ class ClipFetcher:
             format_id=fmt.get("format_id"),
             source_duration=d.source_duration,
         )
+
+    def _decode(self, ytid: str, source: PathLike, start: float, duration: float,
+                **extra: Any) -> tuple[np.ndarray, DecodeResult]:
+        """``decode_pcm`` with this fetcher's settings; any failure becomes a ClipFailure."""
+        details: list[DecodeResult] = []
+        try:
+            pcm = decode_pcm(source, start=start, duration=duration,
+                             sample_rate=self.sample_rate, ffmpeg=self._ffmpeg_path,
+                             timeout=self.ffmpeg_timeout, details=details, **extra)
+        except Exception as exc:  # noqa: BLE001 - every failure gets classified
+            raise classify_error(exc, ytid=ytid) from exc
+        return pcm, details[-1] if details else DecodeResult(None, None, "")
 
     def _range_download(
         self,
@@ -632,19 +630,7 @@ class ClipFetcher:
                 raise ClipFailure(
                     "too_large", f"downloaded {nbytes} bytes, over {self.max_bytes}", ytid=ytid
                 )
-            details: list[DecodeResult] = []
-            try:
-                pcm = decode_pcm(
-                    path,
-                    start=0.0,
-                    duration=duration,
-                    sample_rate=self.sample_rate,
-                    ffmpeg=self._ffmpeg_path,
-                    timeout=self.ffmpeg_timeout,
-                    details=details,
-                )
-            except Exception as exc:  # noqa: BLE001 - every failure gets classified
-                raise classify_error(exc, ytid=ytid) from exc
+            pcm, _ = self._decode(ytid, path, 0.0, duration)
         return ClipAudio(
             ytid=ytid,
             start=start,

@@ -199,7 +199,6 @@ class _Item:
     attempts: int = 0
     failures: int = 0
     throttled: int = 0
-    prior_attempts: int = 0
 
 
 def _fetch_task(fetcher: ClipFetcher, ytid: str, start: float, end: float,
@@ -457,10 +456,9 @@ def download(
                                  batch_size=batch_size, shard_size=shard_size,
                                  flush_interval=flush_interval, prefix=prefix)
             items = [
-                _Item(k, y, float(s), float(e), lab, prior_attempts=int(a))
-                for k, y, s, e, lab, a in zip(todo["key"], todo["ytid"], todo["start"],
-                                              todo["end"], todo["labels"], todo["attempts"],
-                                              strict=True)
+                _Item(k, y, float(s), float(e), lab)
+                for k, y, s, e, lab in zip(todo["key"], todo["ytid"], todo["start"],
+                                           todo["end"], todo["labels"], strict=True)
             ]
             run = _Run(
                 manifest=manifest, writer=writer, fetcher=fetcher, fmt=fmt, index=index,
@@ -716,18 +714,11 @@ def merge(split: str, root: PathLike | None = None) -> Path:
     return target
 
 
-def estimate(n_clips: int, fmt: str = "pcm16", sample_rate: int = 32000,
-             clip_seconds: float = 10.0) -> int:
-    """Bytes ``n_clips`` will take in the cache (exact for pcm16, typical for compact)."""
-    return n_clips * bytes_per_clip(fmt, sample_rate, clip_seconds)
-
-
 __all__ = [
     "CircuitBreaker",
     "DownloadReport",
     "RateLimiter",
     "ShardSpec",
     "download",
-    "estimate",
     "merge",
 ]

@@ -38,8 +38,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 #: ``pcm16`` stores raw int16 rows; the others store each clip re-encoded as bytes.
 FORMATS = ("pcm16", "flac", "opus")
-#: Rough bytes per second of audio for each format, for disk-space estimates.
-_BYTES_PER_SECOND = {"flac": None, "opus": 64_000 / 8}
+#: Typical Opus bit rate of the compact format, for disk-space estimates.
+_OPUS_BYTES_PER_SECOND = 64_000 / 8
 MANIFEST_NAME = "manifest.sqlite"
 
 
@@ -58,7 +58,7 @@ def bytes_per_clip(fmt: str, sample_rate: int, clip_seconds: float) -> int:
         return pcm
     if fmt == "flac":
         return pcm // 2
-    return int(_BYTES_PER_SECOND["opus"] * clip_seconds)
+    return int(_OPUS_BYTES_PER_SECOND * clip_seconds)
 
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:

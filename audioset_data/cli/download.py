@@ -86,7 +86,7 @@ def _cache_info(args: argparse.Namespace) -> int:
 
     folder = cache_dir(args.split, args.root)
     cache = open_cache(folder=folder)
-    with Manifest.open(folder / MANIFEST_NAME, create=False) as manifest:
+    with Manifest.open(folder / MANIFEST_NAME, readonly=True) as manifest:
         counts = manifest.counts()
         files = manifest.files()
         reasons = manifest.table().query("status == 'failed'")["reason"].value_counts()
