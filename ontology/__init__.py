@@ -10,25 +10,8 @@ Use :meth:`Ontology.load` for the verified official file (cached, offline afterw
 
 from __future__ import annotations
 
-from .graph import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_ENTRIES,
-    KNOWN_RESTRICTIONS,
-    Ontology,
-    OntologyClass,
-    PositiveExample,
-    parse_example,
-)
+from . import graph as _graph
+from .graph import *  # noqa: F403 - the graph module's public names are this package's API
 from .plot import plot_subtree, tree_rows
 
-__all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MAX_ENTRIES",
-    "KNOWN_RESTRICTIONS",
-    "Ontology",
-    "OntologyClass",
-    "PositiveExample",
-    "parse_example",
-    "plot_subtree",
-    "tree_rows",
-]
+__all__ = [*_graph.__all__, "plot_subtree", "tree_rows"]
