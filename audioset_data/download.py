@@ -443,6 +443,13 @@ def download(
                 logger.warning(
                     "%d cached clips carry other labels in this list than when they were "
                     "fetched; their stored targets keep the old labels", relabelled)
+            # the writer's constructor reconciles the folder with the manifest (adopts clips
+            # the manifest lost, sends clips of missing or damaged files back to pending), so
+            # it must exist before the statuses are read
+            writer = CacheWriter(folder, manifest, fmt=fmt, sample_rate=sample_rate,
+                                 clip_samples=clip_samples, label_mids=index.mids,
+                                 batch_size=batch_size, shard_size=shard_size,
+                                 flush_interval=flush_interval, prefix=prefix)
             status = table.merge(manifest.statuses(), on="key", how="left", validate="1:1")
             logger.info("%s: %d segments (%d new in the manifest)", name, len(table), new)
             todo_mask = status["status"].eq("pending") | (
@@ -451,10 +458,6 @@ def download(
             todo = status[todo_mask]
             if check_space:
                 _check_space(folder, len(todo), fmt, sample_rate, clip_seconds)
-            writer = CacheWriter(folder, manifest, fmt=fmt, sample_rate=sample_rate,
-                                 clip_samples=clip_samples, label_mids=index.mids,
-                                 batch_size=batch_size, shard_size=shard_size,
-                                 flush_interval=flush_interval, prefix=prefix)
             items = [
                 _Item(k, y, float(s), float(e), lab)
                 for k, y, s, e, lab in zip(todo["key"], todo["ytid"], todo["start"],

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from ..errors import AudioSetError
 
 #: Modules under ``audioset_data.cli`` that each add one sub-command.
-COMMANDS = ("ontology", "segments", "download")
+COMMANDS = ("ontology", "segments", "download", "cache")
 
 
 def build_parser() -> argparse.ArgumentParser:

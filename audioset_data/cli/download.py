@@ -1,9 +1,8 @@
-"""``audioset download``, ``audioset merge``, ``audioset cache`` and ``audioset demo``."""
+"""``audioset download``, ``audioset merge`` and ``audioset demo``."""
 
 from __future__ import annotations
 
 import argparse
-import json
 
 from . import add_root_options
 
@@ -41,11 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--split", required=True, help="cache name")
     m.set_defaults(func=_merge)
 
-    c = sub.add_parser("cache", help="what a cache holds")
-    c.add_argument("--root", help="data root")
-    c.add_argument("--split", required=True, help="cache name")
-    c.set_defaults(func=_cache_info)
-
     d = sub.add_parser("demo", help="run the whole download offline on generated audio")
     add_root_options(d)
     d.add_argument("--csv-url", help="mirror address of the official CSV files")
@@ -77,24 +71,6 @@ def _merge(args: argparse.Namespace) -> int:
     from ..download import merge
 
     print(f"merged into {merge(args.split, root=args.root)}")
-    return 0
-
-
-def _cache_info(args: argparse.Namespace) -> int:
-    from ..manifest import Manifest
-    from ..store import MANIFEST_NAME, cache_dir, open_cache
-
-    folder = cache_dir(args.split, args.root)
-    cache = open_cache(folder=folder)
-    with Manifest.open(folder / MANIFEST_NAME, readonly=True) as manifest:
-        counts = manifest.counts()
-        files = manifest.files()
-        reasons = manifest.table().query("status == 'failed'")["reason"].value_counts()
-    print(json.dumps({
-        "folder": str(folder), "clips": len(cache), "format": cache.format,
-        "sample_rate": cache.sample_rate, "files": len(files), "status": counts,
-        "failed_by_reason": {str(k): int(v) for k, v in reasons.items()},
-    }, indent=2))
     return 0
 
 
