@@ -22,7 +22,7 @@ _LAZY = {
     "ClassPriors": "audioset_data.priors",
     "load_segments": "audioset_data.segments",
     "download": "audioset_data.download",
-    "open_cache": "audioset_data.store",
+    "open_cache": "audioset_data.reader",
 }
 
 

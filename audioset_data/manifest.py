@@ -10,6 +10,7 @@ moment leaves the last committed state, never a half-written one.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,6 +57,44 @@ CREATE TABLE IF NOT EXISTS files (
 );
 """
 
+#: Statements run on every writable open after the schema: the ``size`` column of files (added
+#: after the first release) and the generation counter that readers key their index caches on.
+#: Any statement that moves a clip into or out of the cached set bumps ``meta.generation``.
+_UPGRADE = """
+INSERT OR IGNORE INTO meta VALUES ('generation', '0');
+CREATE TRIGGER IF NOT EXISTS clips_generation_update
+AFTER UPDATE OF status, file, row ON clips
+WHEN OLD.status = 'ok' OR NEW.status = 'ok'
+BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
+END;
+CREATE TRIGGER IF NOT EXISTS clips_generation_insert AFTER INSERT ON clips
+WHEN NEW.status = 'ok'
+BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
+END;
+CREATE TRIGGER IF NOT EXISTS clips_generation_delete AFTER DELETE ON clips
+WHEN OLD.status = 'ok'
+BEGIN
+    UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation';
+END;
+"""
+
+#: File names a manifest may reference: plain names in the cache folder, never a path.
+FILE_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\.h5")
+
+
+def check_file_name(name: object, manifest: PathLike | None = None) -> str:
+    """Return ``name`` if it is a plain cache file name, else raise :class:`CacheError`.
+
+    File names come from the manifest, which may be damaged or crafted: one is joined to the
+    cache folder only after this check, so it can never escape the folder.
+    """
+    if not isinstance(name, str) or not FILE_NAME_PATTERN.fullmatch(name):
+        where = f" in manifest {str(manifest)!r}" if manifest else ""
+        raise CacheError(f"file name {name!r}{where} is not a plain cache file name (*.h5)")
+    return name
+
 
 def clip_key(ytid: str, start: float) -> str:
     """Stable key of a segment: the id and the start time in milliseconds."""
@@ -101,6 +140,7 @@ class Manifest:
                 # FULL: a committed batch survives a power cut before its old files are deleted
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.executescript(_SCHEMA)
+                cls._upgrade(conn)
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None and not readonly:
                 conn.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -112,6 +152,13 @@ class Manifest:
         except sqlite3.DatabaseError as exc:
             raise CacheError(f"manifest {str(path)!r} cannot be read: {exc}") from exc
         return cls(path, conn)
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(files)")}
+        if "size" not in columns:
+            conn.execute("ALTER TABLE files ADD COLUMN size INTEGER")
+        conn.executescript(_UPGRADE)
 
     @staticmethod
     def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -251,14 +298,20 @@ class Manifest:
                 raise CacheError(f"segment {key!r} is not in manifest {str(self.path)!r}")
 
     def commit_batch(
-        self, file: str, placements: Sequence[Placement], attempts: Sequence[int]
+        self,
+        file: str,
+        placements: Sequence[Placement],
+        attempts: Sequence[int],
+        size: int | None = None,
     ) -> None:
-        """Register a published batch file and mark its clips ``ok`` in one transaction."""
+        """Register a published batch file (``size`` bytes) and mark its clips ``ok`` in one
+        transaction."""
         now = time.time()
         with self.transaction() as conn:
             conn.execute(
-                "INSERT INTO files (name, kind, n_rows, created) VALUES (?, 'batch', ?, ?)",
-                (file, len(placements), now),
+                "INSERT INTO files (name, kind, n_rows, created, size) "
+                "VALUES (?, 'batch', ?, ?, ?)",
+                (check_file_name(file), len(placements), now, size),
             )
             conn.executemany(
                 "UPDATE clips SET status='ok', reason=NULL, permanent=0, detail=NULL, "
@@ -270,20 +323,21 @@ class Manifest:
     def replace_files(
         self,
         old: Sequence[str],
-        new: Sequence[tuple[str, str, int]],
-        placements: Sequence[Placement],
+        new: Sequence[tuple[str, str, int, int | None]],
+        placements: Sequence[tuple[str, str, int]],
     ) -> None:
-        """After compaction: register ``new`` ``(name, kind, n_rows)`` files, point clips at
-        them and forget the ``old`` files, all in one transaction."""
+        """After compaction: register ``new`` ``(name, kind, n_rows, size)`` files, point the
+        ``(key, file, row)`` placements at them and forget the ``old`` files, all in one
+        transaction."""
         now = time.time()
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT INTO files (name, kind, n_rows, created) VALUES (?, ?, ?, ?)",
-                [(name, kind, n, now) for name, kind, n in new],
+                "INSERT INTO files (name, kind, n_rows, created, size) VALUES (?, ?, ?, ?, ?)",
+                [(check_file_name(name), kind, n, now, size) for name, kind, n, size in new],
             )
             conn.executemany(
                 "UPDATE clips SET file=?, row=? WHERE key=?",
-                [(p.file, p.row, p.key) for p in placements],
+                [(file, row, key) for key, file, row in placements],
             )
             marks = ",".join("?" * len(old))
             conn.execute(f"DELETE FROM files WHERE name IN ({marks})", list(old))  # noqa: S608
@@ -304,7 +358,12 @@ class Manifest:
         try:
             with self.transaction() as conn:
                 conn.execute("DELETE FROM files WHERE name LIKE ? ESCAPE '\\'", (like,))
-                conn.execute("INSERT INTO files SELECT * FROM other.files")
+                cols = {r[1] for r in conn.execute("PRAGMA other.table_info(files)")}
+                size = "size" if "size" in cols else "NULL"
+                conn.execute(
+                    "INSERT INTO files (name, kind, n_rows, created, size) "  # noqa: S608
+                    f"SELECT name, kind, n_rows, created, {size} FROM other.files"
+                )
                 conn.execute(
                     "INSERT INTO clips SELECT * FROM other.clips WHERE true "
                     "ON CONFLICT(key) DO UPDATE SET status=excluded.status, "
@@ -322,9 +381,13 @@ class Manifest:
             self._conn.execute("DETACH DATABASE other")
 
     def files(self) -> pd.DataFrame:
-        """Every HDF5 file the manifest references, with kind and row count."""
+        """Every HDF5 file the manifest references: name, kind, row count, creation time and
+        size in bytes (None for files registered before sizes were recorded)."""
+        cols = {r[1] for r in self._conn.execute("PRAGMA table_info(files)")}
+        size = "size" if "size" in cols else "NULL AS size"
         return pd.read_sql_query(
-            "SELECT name, kind, n_rows, created FROM files ORDER BY created, name", self._conn
+            f"SELECT name, kind, n_rows, created, {size} FROM files "  # noqa: S608
+            "ORDER BY created, name", self._conn
         )
 
     def placements(self, files: Sequence[str] | None = None) -> pd.DataFrame:
@@ -338,5 +401,91 @@ class Manifest:
             sql += f" AND file IN ({','.join('?' * len(params))})"
         return pd.read_sql_query(sql + " ORDER BY file, row", self._conn, params=params)
 
+    def generation(self) -> int | None:
+        """A counter that changes whenever a clip enters or leaves the cached set or moves to
+        another file (None for a manifest made before the counter existed, opened read-only)."""
+        value = self.get_meta("generation")
+        return None if value is None else int(value)
 
-__all__ = ["Manifest", "Placement", "STATUSES", "clip_key"]
+    def cached_rows(self) -> list[tuple[str, float, float, str, int, int]]:
+        """``(ytid, start, end, file, row, length)`` of every ``ok`` clip in the stable order
+        of the manifest (the order segments were first registered), which compaction and
+        later downloads never change for the clips already cached."""
+        return self._conn.execute(
+            "SELECT ytid, start, end_, file, row, length FROM clips WHERE status='ok' "
+            "ORDER BY rowid"
+        ).fetchall()
+
+    def locate(self, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """Current ``file, row`` of the ``ok`` clips among ``keys``."""
+        out: dict[str, tuple[str, int]] = {}
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            for key, file, row in self._conn.execute(
+                f"SELECT key, file, row FROM clips WHERE status='ok' AND key IN ({marks})",  # noqa: S608
+                part,
+            ):
+                out[key] = (file, row)
+        return out
+
+    def release_files(self, names: Sequence[str], reason: str) -> int:
+        """Forget files that are gone or damaged: their clips go back to ``pending`` (a later
+        download fetches them again) with ``reason`` as detail. Returns the clips released."""
+        if not names:
+            return 0
+        now = time.time()
+        with self.transaction() as conn:
+            marks = ",".join("?" * len(names))
+            cur = conn.execute(
+                "UPDATE clips SET status='pending', reason=NULL, permanent=0, detail=?, "  # noqa: S608
+                f"file=NULL, row=NULL, length=NULL, updated=? WHERE file IN ({marks})",
+                [reason, now, *names],
+            )
+            conn.execute(f"DELETE FROM files WHERE name IN ({marks})", list(names))  # noqa: S608
+            return cur.rowcount
+
+    def release_clips(self, keys: Sequence[str], reason: str) -> None:
+        """Send single cached clips back to ``pending`` (e.g. rows whose checksum failed)."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE clips SET status='pending', reason=NULL, permanent=0, detail=?, "
+                "file=NULL, row=NULL, length=NULL, updated=? WHERE key=?",
+                [(reason, now, k) for k in keys],
+            )
+
+    def adopt(
+        self,
+        file: tuple[str, str, int, int | None],
+        clips: Iterable[tuple[str, str, float, float, str, int, int]],
+    ) -> None:
+        """Register a file found on disk and its ``(key, ytid, start, end, labels, row,
+        length)`` clips as cached, in one transaction (rebuilding what the manifest lost)."""
+        name, kind, n_rows, size = file
+        now = time.time()
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO files (name, kind, n_rows, created, size) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET kind=excluded.kind, n_rows=excluded.n_rows, "
+                "size=excluded.size",
+                (check_file_name(name), kind, n_rows, now, size),
+            )
+            conn.executemany(
+                "INSERT INTO clips (key, ytid, start, end_, labels, status, attempts, file, "
+                "row, length, updated) VALUES (?, ?, ?, ?, ?, 'ok', 1, ?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET status='ok', reason=NULL, permanent=0, "
+                "detail=NULL, file=excluded.file, row=excluded.row, length=excluded.length, "
+                "updated=excluded.updated",
+                [(k, y, s, e, lab, name, r, n, now) for k, y, s, e, lab, r, n in clips],
+            )
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Store settings, replacing old values (repair only: downloads use
+        :meth:`check_or_set_meta`, which refuses changes)."""
+        with self.transaction() as conn:
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
+
+
+__all__ = ["FILE_NAME_PATTERN", "Manifest", "Placement", "STATUSES", "check_file_name", "clip_key"]

@@ -1,4 +1,4 @@
-"""The HDF5 clip store: immutable files published atomically, read back as one array.
+"""The cache folder and its single writer: clips published atomically, never lost.
 
 Layout of one cache folder (``<root>/cache/<split>/``)::
 
@@ -7,59 +7,43 @@ Layout of one cache folder (``<root>/cache/<split>/``)::
     batch-....h5             a few clips written since the last compaction
 
 Every file is written under a temporary name, flushed, fsynced and renamed into place; a
-published file is never appended to. The writer first publishes small *batch* files (so a kill
-loses at most the clips still in memory) and compacts them into shards of ``shard_size`` clips.
-Each file holds the datasets PANNs-style code reads: ``audio_name``, ``waveform`` (int16,
-N × samples, chunked per clip) or ``audio`` (encoded bytes per clip, compact formats),
-``target`` (N × labels, bool), plus ``ytid``, ``start``, ``end`` and ``length`` (true samples).
+published file is never appended to (:mod:`audioset_data.shards` has the file layout). The
+writer publishes small *batch* files (so a kill loses at most the clips still in memory),
+registers them in the manifest, and compacts them into shards of ``shard_size`` clips. Before
+it writes anything it reconciles the folder with the manifest (:mod:`audioset_data.repair`):
+files the manifest lost are adopted, never deleted while they hold clips nothing else holds.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
-import pandas as pd
 
 from .config import PathLike, data_home
 from .errors import CacheError, ConfigError
 from .manifest import Manifest, Placement
+from .reader import AudioSetCache, open_cache
+from .repair import MANIFEST_NAME, ReconcileReport, owner, reconcile
+from .shards import (
+    FORMAT_VERSION,
+    FORMATS,
+    ClipBlock,
+    Layout,
+    bytes_per_clip,
+    check_format,
+    open_h5,
+    write_file,
+)
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-#: ``pcm16`` stores raw int16 rows; the others store each clip re-encoded as bytes.
-FORMATS = ("pcm16", "flac", "opus")
-#: Typical Opus bit rate of the compact format, for disk-space estimates.
-_OPUS_BYTES_PER_SECOND = 64_000 / 8
-MANIFEST_NAME = "manifest.sqlite"
-
-
-def check_format(fmt: str) -> str:
-    """Return ``fmt`` if it is a known storage format, else raise :class:`ConfigError`."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown storage format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    return fmt
-
-
-def bytes_per_clip(fmt: str, sample_rate: int, clip_seconds: float) -> int:
-    """Estimated bytes one clip takes on disk in ``fmt`` (pcm16 exact, others typical)."""
-    check_format(fmt)
-    pcm = int(round(sample_rate * clip_seconds)) * 2
-    if fmt == "pcm16":
-        return pcm
-    if fmt == "flac":
-        return pcm // 2
-    return int(_OPUS_BYTES_PER_SECOND * clip_seconds)
-
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:
     """Folder of one split's cache under the data root (split aliases share one folder)."""
@@ -101,118 +85,28 @@ def open_manifest(
     return manifest
 
 
-@dataclass
-class ClipBlock:
-    """Several clips in memory, in row order, ready to be written to one file."""
+class FolderLock:
+    """An exclusive lock file so two runs never write the same cache part at once."""
 
-    ytid: list[str] = field(default_factory=list)
-    start: list[float] = field(default_factory=list)
-    end: list[float] = field(default_factory=list)
-    length: list[int] = field(default_factory=list)
-    target: list[np.ndarray] = field(default_factory=list)
-    audio: list[np.ndarray | bytes] = field(default_factory=list)
+    def __init__(self, path: Path):
+        self.path = path
+        self._fh: Any = None
 
-    def __len__(self) -> int:
-        return len(self.ytid)
+    def __enter__(self) -> FolderLock:
+        import fcntl
 
+        self._fh = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
+        try:
+            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._fh.close()
+            raise CacheError(
+                f"another process is writing {str(self.path.parent)!r}; wait for it to finish"
+            ) from None
+        return self
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Layout:
-    """Shapes and attributes shared by every file of one cache."""
-
-    def __init__(self, fmt: str, sample_rate: int, clip_samples: int, label_mids: Sequence[str]):
-        self.fmt = check_format(fmt)
-        self.sample_rate = int(sample_rate)
-        self.clip_samples = int(clip_samples)
-        self.label_mids = list(label_mids)
-
-    def create(self, h5: h5py.File, n: int) -> None:
-        h5.attrs["format"] = self.fmt
-        h5.attrs["format_version"] = FORMAT_VERSION
-        h5.attrs["sample_rate"] = self.sample_rate
-        h5.attrs["clip_samples"] = self.clip_samples
-        h5.attrs["labels"] = np.array(self.label_mids, dtype=h5py.string_dtype())
-        h5.create_dataset("audio_name", shape=(n,), dtype="S20")
-        h5.create_dataset("ytid", shape=(n,), dtype="S11")
-        h5.create_dataset("start", shape=(n,), dtype=np.float64)
-        h5.create_dataset("end", shape=(n,), dtype=np.float64)
-        h5.create_dataset("length", shape=(n,), dtype=np.int32)
-        n_labels = max(1, len(self.label_mids))
-        h5.create_dataset("target", shape=(n, n_labels), dtype=bool,
-                          chunks=(max(1, min(n, 1024)), n_labels) if n else None)
-        if self.fmt == "pcm16":
-            h5.create_dataset("waveform", shape=(n, self.clip_samples), dtype=np.int16,
-                              chunks=(1, self.clip_samples) if n else None)
-        else:
-            h5.create_dataset("audio", shape=(n,), dtype=h5py.vlen_dtype(np.uint8))
-
-    def write(self, h5: h5py.File, offset: int, block: ClipBlock) -> None:
-        n = len(block)
-        sl = slice(offset, offset + n)
-        h5["ytid"][sl] = np.array(block.ytid, dtype="S11")
-        h5["audio_name"][sl] = np.array([f"Y{y}.wav" for y in block.ytid], dtype="S20")
-        h5["start"][sl] = np.asarray(block.start, dtype=np.float64)
-        h5["end"][sl] = np.asarray(block.end, dtype=np.float64)
-        h5["length"][sl] = np.asarray(block.length, dtype=np.int32)
-        h5["target"][sl] = np.asarray(block.target, dtype=bool).reshape(n, -1)
-        if self.fmt == "pcm16":
-            rows = np.zeros((n, self.clip_samples), dtype=np.int16)
-            for i, pcm in enumerate(block.audio):
-                pcm = np.asarray(pcm, dtype=np.int16)[: self.clip_samples]
-                rows[i, : len(pcm)] = pcm
-            h5["waveform"][sl] = rows
-        else:
-            ds = h5["audio"]
-            for i, data in enumerate(block.audio):
-                ds[offset + i] = np.frombuffer(bytes(data), dtype=np.uint8)
-
-    def read(self, h5: h5py.File, rows: slice) -> ClipBlock:
-        block = ClipBlock(
-            ytid=[y.decode() for y in h5["ytid"][rows]],
-            start=list(h5["start"][rows]),
-            end=list(h5["end"][rows]),
-            length=list(h5["length"][rows]),
-            target=list(h5["target"][rows]),
-        )
-        if self.fmt == "pcm16":
-            block.audio = list(h5["waveform"][rows])
-        else:
-            block.audio = [bytes(a) for a in h5["audio"][rows]]
-        return block
-
-
-def _write_file(
-    folder: Path, name: str, layout: _Layout, blocks: Iterable[ClipBlock], n: int
-) -> None:
-    """Write ``n`` rows from ``blocks`` into ``folder/name`` atomically (temp file, fsync,
-    rename); blocks are consumed one at a time so a shard never sits in memory whole."""
-    final = folder / name
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        with h5py.File(tmp, "w") as h5:
-            layout.create(h5, n)
-            offset = 0
-            for block in blocks:
-                layout.write(h5, offset, block)
-                offset += len(block)
-            if offset != n:
-                raise CacheError(f"{name}: wrote {offset} rows, expected {n}")
-            h5.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if final.exists():
-            raise CacheError(f"refusing to overwrite published file {str(final)!r}")
-        os.replace(tmp, final)
-        _fsync_dir(folder)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def __exit__(self, *exc: object) -> None:
+        self._fh.close()
 
 
 class CacheWriter:
@@ -248,7 +142,7 @@ class CacheWriter:
             raise ConfigError("batch_size and shard_size must be at least 1")
         self.folder = Path(folder)
         self.manifest = manifest
-        self.layout = _Layout(fmt, sample_rate, clip_samples, label_mids)
+        self.layout = Layout(fmt, sample_rate, clip_samples, label_mids)
         self.batch_size = batch_size
         self.shard_size = shard_size
         self.flush_interval = flush_interval
@@ -259,19 +153,13 @@ class CacheWriter:
         self._first_buffered: float | None = None
         self.recover()
 
-    def _own(self, name: str) -> bool:
-        pattern = re.escape(self.prefix) + r"(shard|batch)-[0-9a-f]+\.h5"
-        return re.fullmatch(pattern, name) is not None
-
-    def recover(self) -> None:
-        """Delete this writer's files that the manifest does not reference (left by a kill)."""
-        known = set(self.manifest.files()["name"])
-        for path in self.folder.iterdir():
-            m = re.fullmatch(r"\.(.+)\.[0-9a-f]{8}\.part", path.name)
-            orphan_part = m is not None and self._own(m.group(1))
-            if orphan_part or (self._own(path.name) and path.name not in known):
-                logger.info("removing unreferenced file %s left by an interrupted run", path)
-                path.unlink()
+    def recover(self) -> ReconcileReport:
+        """Reconcile the folder with the manifest before writing (see
+        :func:`audioset_data.repair.reconcile`): unfinished temp files go, files the manifest
+        lost are adopted, clips of missing or damaged files go back to pending."""
+        self.last_recovery = reconcile(self.folder, self.manifest, self.layout,
+                                       owner(self.prefix))
+        return self.last_recovery
 
     def add(
         self,
@@ -312,9 +200,9 @@ class CacheWriter:
             self._buffer, self._keys, self._attempts = ClipBlock(), [], []
             self._first_buffered = None
             name = f"{self.prefix}batch-{uuid.uuid4().hex}.h5"
-            _write_file(self.folder, name, self.layout, [block], len(block))
+            size = write_file(self.folder, name, self.layout, [block], len(block))
             placements = [Placement(k, name, i, block.length[i]) for i, k in enumerate(keys)]
-            self.manifest.commit_batch(name, placements, attempts)
+            self.manifest.commit_batch(name, placements, attempts, size=size)
         self.compact(final=False)
 
     def _next_shard_name(self) -> str:
@@ -325,51 +213,65 @@ class CacheWriter:
         return f"{self.prefix}shard-{max(used, default=-1) + 1:05d}.h5"
 
     def compact(self, final: bool) -> None:
-        """Merge published batches into shards of ``shard_size`` clips (any rest if final)."""
+        """Merge published batches into shards of ``shard_size`` clips (any rest if final).
+
+        Only the rows the manifest places in a batch are copied, in row order; the rest of the
+        last batch used is rewritten as a new, smaller batch. The manifest switches to the new
+        files in one transaction before the old ones are removed, so a kill at any point leaves
+        every clip in a file the manifest or the next reconcile accounts for.
+        """
+        own = owner(self.prefix)
         while True:
             files = self.manifest.files()
-            batches = files[(files["kind"] == "batch") & files["name"].map(self._own)]
-            total = int(batches["n_rows"].sum())
-            if total == 0 or (total < self.shard_size and not final):
+            batches = files[((files["kind"] == "batch") & files["name"].map(own).astype(bool))
+                            .to_numpy()]
+            if batches.empty:
+                return
+            placed = self.manifest.placements(list(batches["name"]))
+            total = len(placed)
+            if total < self.shard_size and not final:
                 return
             take = min(total, self.shard_size)
-            placed = self.manifest.placements(list(batches["name"]))
-            plan: list[tuple[str, int, list[str]]] = []  # file, rows used, keys in row order
+            plan: list[tuple[str, list[str], list[int]]] = []  # file, keys and rows used
             need = take
-            for name, n_rows in zip(batches["name"], batches["n_rows"], strict=True):
-                if need == 0:
-                    break
-                keys = list(placed[placed["file"] == name].sort_values("row")["key"])
-                if len(keys) != n_rows:
-                    raise CacheError(
-                        f"{name}: manifest places {len(keys)} clips in it, expected {n_rows}"
-                    )
-                plan.append((name, min(need, n_rows), keys))
-                need -= plan[-1][1]
-
+            for name in batches["name"]:
+                rows = placed[placed["file"] == name]
+                if need == 0 or rows.empty:
+                    continue
+                used = rows.iloc[:need]
+                plan.append((name, list(used["key"]), [int(r) for r in used["row"]]))
+                need -= len(used)
             shard = self._next_shard_name()
-            _write_file(self.folder, shard, self.layout, self._read_plan(plan), take)
-            new = [(shard, "shard", take)]
-            shard_keys = [k for _, used, keys in plan for k in keys[:used]]
-            placements = [Placement(k, shard, i, 0) for i, k in enumerate(shard_keys)]
-            last, used, keys = plan[-1]
-            if used < len(keys):
+            new: list[tuple[str, str, int, int | None]] = []
+            if take:
+                size = write_file(self.folder, shard, self.layout, self._read_plan(plan), take)
+                new.append((shard, "shard", take, size))
+            shard_keys = [k for _, keys, _ in plan for k in keys]
+            moves = [(k, shard, i) for i, k in enumerate(shard_keys)]
+            last, keys, rows = plan[-1] if plan else ("", [], [])
+            rest = placed[(placed["file"] == last) & ~placed["key"].isin(keys)]
+            if len(rest):
                 with h5py.File(self.folder / last, "r") as h5:
-                    rest = self.layout.read(h5, slice(used, len(keys)))
+                    block = self.layout.read(h5, [int(r) for r in rest["row"]])
                 rest_name = f"{self.prefix}batch-{uuid.uuid4().hex}.h5"
-                _write_file(self.folder, rest_name, self.layout, [rest], len(rest))
-                new.append((rest_name, "batch", len(rest)))
-                placements += [Placement(k, rest_name, i, 0) for i, k in enumerate(keys[used:])]
+                size = write_file(self.folder, rest_name, self.layout, [block], len(block))
+                new.append((rest_name, "batch", len(block), size))
+                moves += [(k, rest_name, i) for i, k in enumerate(rest["key"])]
+            # batches none of whose clips are placed any more are dropped too
             chosen = [name for name, _, _ in plan]
-            self.manifest.replace_files(chosen, new, placements)
+            chosen += [n for n in batches["name"] if n not in set(placed["file"])]
+            self.manifest.replace_files(chosen, new, moves)
             for name in chosen:
                 (self.folder / name).unlink(missing_ok=True)
-            logger.info("published %s (%d clips)", shard, take)
+            if take:
+                logger.info("published %s (%d clips)", shard, take)
+            else:
+                return
 
-    def _read_plan(self, plan: Sequence[tuple[str, int, list[str]]]) -> Iterator[ClipBlock]:
-        for name, used, _ in plan:
-            with h5py.File(self.folder / name, "r") as h5:
-                yield self.layout.read(h5, slice(0, used))
+    def _read_plan(self, plan: Sequence[tuple[str, list[str], list[int]]]) -> Iterator[ClipBlock]:
+        for name, _, rows in plan:
+            with open_h5(self.folder / name) as h5:
+                yield self.layout.read(h5, rows)
 
     def close(self) -> None:
         """Publish everything buffered and compact the remaining batches into a last shard."""
@@ -377,133 +279,15 @@ class CacheWriter:
         self.compact(final=True)
 
 
-class AudioSetCache:
-    """All cached clips of one cache folder presented as one indexable collection.
-
-    Opening checks that every file the manifest references exists with the recorded number of
-    rows and fails loudly otherwise. HDF5 handles are opened lazily and per process, so an
-    instance can be handed to forked DataLoader workers.
-
-    Items are dicts with ``waveform`` (int16, padded to the clip length), ``length``,
-    ``target`` (bool), ``ytid``, ``start`` and ``end``.
-    """
-
-    def __init__(self, folder: PathLike, manifest_name: str = MANIFEST_NAME):
-        self.folder = Path(folder)
-        path = self.folder / manifest_name
-        if not path.is_file():
-            parts = sorted(self.folder.glob("manifest.part-*.sqlite"))
-            hint = " (run `audioset merge` to join the part manifests)" if parts else ""
-            raise CacheError(f"no cache at {str(self.folder)!r}: {manifest_name} is missing{hint}")
-        with Manifest.open(path, readonly=True) as manifest, manifest.snapshot():
-            self.index = manifest.placements()
-            files = manifest.files()
-            self.sample_rate = int(manifest.get_meta("sample_rate") or 0)
-            self.format = manifest.get_meta("format") or "pcm16"
-            self.clip_samples = int(manifest.get_meta("clip_samples") or 0)
-            mids = manifest.get_meta("labels")
-        self.label_mids = mids.split(",") if mids else []
-        self._check_files(files)
-        self._pid: int | None = None
-        self._handles: dict[str, h5py.File] = {}
-
-    def _check_files(self, files: pd.DataFrame) -> None:
-        counts = self.index.groupby("file").size()
-        for name, n_rows in zip(files["name"], files["n_rows"], strict=True):
-            path = self.folder / name
-            if not path.is_file():
-                raise CacheError(f"cache file {str(path)!r} is missing ({n_rows} clips)")
-            try:
-                with h5py.File(path, "r") as h5:
-                    shape = h5["target"].shape
-                    audio = "waveform" if "waveform" in h5 else "audio"
-                    audio_rows = h5[audio].shape[0]
-            except (OSError, KeyError) as exc:
-                raise CacheError(f"cache file {str(path)!r} cannot be read: {exc}") from exc
-            if shape[0] != n_rows or audio_rows != n_rows:
-                raise CacheError(
-                    f"cache file {str(path)!r} holds {shape[0]} rows, the manifest expects {n_rows}"
-                )
-        unknown = set(counts.index) - set(files["name"])
-        if unknown:
-            raise CacheError(f"manifest places clips in unregistered files: {sorted(unknown)[:5]}")
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __repr__(self) -> str:
-        return f"AudioSetCache({str(self.folder)!r}, {len(self)} clips, {self.format})"
-
-    def _h5(self, name: str) -> h5py.File:
-        if self._pid != os.getpid():
-            self._handles = {}
-            self._pid = os.getpid()
-        h5 = self._handles.get(name)
-        if h5 is None:
-            h5 = self._handles[name] = h5py.File(self.folder / name, "r")
-        return h5
-
-    def __getitem__(self, i: int) -> dict[str, object]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"clip {i} out of range for {len(self)} clips")
-        rec = self.index.iloc[i]
-        h5 = self._h5(rec["file"])
-        row = int(rec["row"])
-        length = int(h5["length"][row])
-        if "waveform" in h5:
-            waveform = h5["waveform"][row]
-        else:
-            from .audio import decode_audio
-
-            pcm, _ = decode_audio(bytes(h5["audio"][row]), sample_rate=self.sample_rate,
-                                  num_samples=length)
-            waveform = np.zeros(self.clip_samples, dtype=np.int16)
-            waveform[: min(len(pcm), self.clip_samples)] = pcm[: self.clip_samples]
-        return {
-            "waveform": waveform,
-            "length": length,
-            "target": h5["target"][row],
-            "ytid": rec["ytid"],
-            "start": float(rec["start"]),
-            "end": float(rec["end"]),
-        }
-
-    def targets(self) -> np.ndarray:
-        """Clips × labels boolean matrix, in the order of this cache's index."""
-        out = np.zeros((len(self), len(self.label_mids)), dtype=bool)
-        for name, rows in self.index.groupby("file").indices.items():
-            file_rows = self.index["row"].to_numpy()[rows]
-            out[rows] = self._h5(name)["target"][()][file_rows]
-        return out
-
-    def close(self) -> None:
-        """Close open HDF5 handles."""
-        for h5 in self._handles.values():
-            h5.close()
-        self._handles = {}
-
-    def __getstate__(self) -> dict[str, object]:
-        state = self.__dict__.copy()
-        state["_handles"] = {}
-        state["_pid"] = None
-        return state
-
-
-def open_cache(split: str | None = None, root: PathLike | None = None,
-               folder: PathLike | None = None) -> AudioSetCache:
-    """Open the cache of ``split`` under the data root (or an explicit ``folder``)."""
-    if folder is None:
-        if split is None:
-            raise ConfigError("open_cache needs a split name or a folder")
-        folder = cache_dir(split, root)
-    return AudioSetCache(folder)
-
 
 __all__ = [
     "FORMATS",
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
     "AudioSetCache",
     "CacheWriter",
     "ClipBlock",
+    "FolderLock",
     "bytes_per_clip",
     "cache_dir",
     "check_format",

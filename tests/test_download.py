@@ -144,7 +144,7 @@ def test_cli_download_cache_and_merge(http_server, mirror, eval_rows, tone, tmp_
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "3/4 clips cached" in out and "failed http_404: 1" in out
-    assert main(["cache", "--split", "mine"]) == 0
+    assert main(["cache", "--split", "mine", "--json"]) == 0
     assert '"clips": 3' in capsys.readouterr().out
     assert main(["download", "--segments", str(csv_path), "--url-template", "nope"]) == 2
     assert "{ytid}" in capsys.readouterr().err
