@@ -446,16 +446,17 @@ class AudioSetCache:
                     tg = h.target[list(uniq)]
                 target[group] = tg[inverse]
                 if h.pcm:
-                    data = h.audio[lo:hi][uniq - lo] if hi - lo <= 2 * len(uniq) \
-                        else h.audio[list(uniq)]
-                    wave[group] = data[inverse]
+                    wave[group] = _read_runs(h.audio, uniq)[inverse]
                 else:
                     for j, g in enumerate(group):
                         i = int(pos[g])
                         wave[g] = self._decode(read_encoded(h.h5, int(uniq[inverse[j]])),
                                                int(self._length[i]))
             except OSError as exc:
-                raise self._read_error(code, int(uniq[0]), int(pos[group[0]]), exc) from None
+                row = exc.row if isinstance(exc, _RowError) else int(uniq[0])
+                at = group[int(np.flatnonzero(rows == row)[0])] if (rows == row).any() \
+                    else group[0]
+                raise self._read_error(code, row, int(pos[at]), exc) from None
 
     def targets(self) -> Any:
         """All labels as a ``scipy.sparse.csr_matrix`` (clips × labels, bool), rows in position
@@ -491,6 +492,34 @@ class AudioSetCache:
         state["_handles"] = {}
         state["_pid"] = None
         return state
+
+
+def _read_runs(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (sorted, unique) of a per-row-chunked dataset, one slab per run of
+    consecutive rows; a run that fails is read row by row so the error names its row."""
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    at = 0
+    for run in np.split(rows, breaks):
+        lo, hi = int(run[0]), int(run[-1]) + 1
+        try:
+            out[at : at + len(run)] = ds[lo:hi]
+        except OSError:
+            for j, r in enumerate(run):
+                try:
+                    out[at + j] = ds[int(r)]
+                except OSError as exc:
+                    raise _RowError(int(r), exc) from None
+        at += len(run)
+    return out
+
+
+class _RowError(OSError):
+    """One row failed its read (its checksum): carries the row for the message."""
+
+    def __init__(self, row: int, exc: BaseException):
+        super().__init__(str(exc))
+        self.row = row
 
 
 class _Moved(Exception):

@@ -283,7 +283,7 @@ def _verify_file(path: Path, placed: pd.DataFrame) -> list[tuple[str, int, str, 
     with h5:
         try:
             n = h5["ytid"].shape[0]
-            if int(placed["row"].max(initial=-1)) >= n:
+            if int(placed["row"].to_numpy().max(initial=-1)) >= n:
                 return [(name, -1, "", f"the manifest places clips past the file's {n} rows")]
             if h5.attrs.get("format_version", 1) < 2:
                 out.append((name, -1, "", "written before checksums (format 1): bytes unchecked"))

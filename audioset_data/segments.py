@@ -23,6 +23,7 @@ Every row is either kept or reported: rows that break the format are collected i
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -596,7 +597,7 @@ class _Parser:
         del chunks, outs
         results.clear()
         seg = Segments(table, matrix, self.label_index, source=self.source, header=comments)
-        seg._lines_from = lambda: _join_line_numbers(line_parts)
+        seg._lines_from = functools.partial(_join_line_numbers, line_parts)
         if self.options.duplicates == "error":
             dup = seg.duplicates()
             if len(dup):

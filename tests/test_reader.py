@@ -1,0 +1,125 @@
+"""The cache reader built for training: stable order, keys, batch reads, sparse targets,
+snapshots under a running writer, pickling for worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from audioset_data.manifest import clip_key
+from audioset_data.reader import AudioSetCache, open_cache
+from audioset_data.segments import Segments
+
+from .test_cache_damage import MIDS, _build, _clip, _writer
+
+
+def _add(writer, indices):
+    for i in indices:
+        ytid, start, pcm, target = _clip(i)
+        writer.add(clip_key(ytid, start), ytid, start, start + 10, pcm, len(pcm), target)
+
+
+def test_order_is_the_lists_and_compaction_never_changes_it(tmp_path):
+    folder = tmp_path / "c"
+    manifest, writer = _writer(folder, 10, batch_size=2, shard_size=100)
+    _add(writer, reversed(range(10)))  # arrival order differs from the list's
+    writer.flush()
+    before = open_cache(folder=folder).keys()
+    writer.close()  # compacts every batch into one shard
+    manifest.close()
+    after = open_cache(folder=folder)
+    assert before == after.keys() == [clip_key(*_clip(i)[:2]) for i in range(10)]
+    assert after.position(before[7]) == 7
+    assert list(after.positions([before[3], before[0]])) == [3, 0]
+    assert after.key(-1) == before[-1]
+    with pytest.raises(KeyError, match="not in this cache"):
+        after.positions(["dmg99999999_0"])
+    with pytest.raises(KeyError, match="not a segment key"):
+        after.position("nonsense")
+
+
+def test_batch_read_equals_item_reads_in_any_order(tmp_path):
+    folder = tmp_path / "c"
+    _build(folder, 11, batch_size=3, shard_size=4)
+    cache = open_cache(folder=folder)
+    want = [10, 0, 5, 5, 3, -1, 7]
+    batch = cache.read(want)
+    assert batch["waveform"].shape == (7, 1000) and batch["waveform"].dtype == np.int16
+    for j, p in enumerate(want):
+        item = cache[p]
+        assert np.array_equal(batch["waveform"][j], item["waveform"])
+        assert np.array_equal(batch["target"][j], item["target"])
+        assert batch["length"][j] == item["length"]
+    with pytest.raises(IndexError):
+        cache.read([11])
+
+
+def test_targets_are_sparse_and_aligned_with_the_label_index(tmp_path):
+    folder = tmp_path / "c"
+    _build(folder, 9)
+    cache = open_cache(folder=folder)
+    t = cache.targets()
+    assert sp.issparse(t) and t.shape == (9, len(MIDS)) and t.dtype == bool
+    dense = np.stack([cache[i]["target"] for i in range(9)])
+    assert np.array_equal(t.toarray(), dense)
+
+
+def test_reader_keeps_its_clips_while_a_download_compacts(tmp_path):
+    folder = tmp_path / "c"
+    manifest, writer = _writer(folder, 8, batch_size=2, shard_size=100)
+    _add(writer, range(6))
+    cache = open_cache(folder=folder)  # references three batch files
+    assert len(cache) == 6
+    writer.close()  # the batches are compacted into a shard and deleted
+    _add_more = _writer  # a later run adds clips; the open reader keeps its snapshot
+    manifest.close()
+    manifest, writer = _add_more(folder, 8, batch_size=2, shard_size=100)
+    _add(writer, [6, 7])
+    writer.close()
+    manifest.close()
+    assert len(cache) == 6
+    for j in range(6):
+        assert cache[j]["key"] == clip_key(*_clip(j)[:2])
+        assert np.array_equal(cache[j]["waveform"], _clip(j)[2])
+    assert len(open_cache(folder=folder)) == 8
+
+
+def test_index_cache_follows_the_manifest(tmp_path):
+    folder = tmp_path / "c"
+    manifest, writer = _writer(folder, 6, batch_size=2, shard_size=100)
+    _add(writer, range(4))
+    assert len(open_cache(folder=folder)) == 4
+    assert (folder / ".manifest.sqlite.index.npz").is_file()
+    _add(writer, [4, 5])
+    assert len(open_cache(folder=folder)) == 6  # generation changed: rebuilt, not stale
+    writer.close()
+    manifest.close()
+    assert open_cache(folder=folder).keys() == [clip_key(*_clip(i)[:2]) for i in range(6)]
+
+
+def _read_in_child(cache: AudioSetCache) -> list[int]:
+    return [int(np.argmax(cache[i]["waveform"])) for i in range(len(cache))]
+
+
+def test_pickles_for_spawned_workers(tmp_path):
+    folder = tmp_path / "c"
+    _build(folder, 5)
+    cache = open_cache(folder=folder)
+    cache[0]  # open a handle first: it must not travel
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.keys() == cache.keys()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        peaks = pool.apply(_read_in_child, (cache,))
+    assert peaks == [(37 * i) % 1000 for i in range(5)]
+
+
+def test_freshly_parsed_segments_pickle(shared_data, label_index):
+    seg = Segments.from_file(shared_data / "segments" / "eval_segments.csv",
+                             label_index=label_index)
+    copy = pickle.loads(pickle.dumps(seg))
+    assert len(copy) == len(seg) and np.array_equal(copy.lines, seg.lines)
