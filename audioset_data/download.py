@@ -209,9 +209,9 @@ def _fetch_task(fetcher: ClipFetcher, ytid: str, start: float, end: float,
         clip = fetcher.fetch(ytid, start, end)
         audio: np.ndarray | bytes = clip.waveform
         if fmt != "pcm16":
-            from .audio import encode_audio
+            from .codec import encode_clip
 
-            audio = encode_audio(clip.waveform, fetcher.sample_rate, codec=fmt)
+            audio = encode_clip(clip.waveform, fetcher.sample_rate, fmt)
         return "ok", (audio, int(clip.num_samples))
     except ClipFailure as exc:
         return "failed", (exc.reason, bool(exc.permanent), str(exc.detail or exc))

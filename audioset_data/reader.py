@@ -42,6 +42,8 @@ MANIFEST_NAME = "manifest.sqlite"
 #: Index cache beside the manifest (``.<manifest>.index.npz``), rebuilt when the manifest changes.
 _INDEX_SUFFIX = ".index.npz"
 _INDEX_VERSION = 1
+#: Largest label slab read at once by a batch read (rows between the first and last wanted).
+_SLAB_BYTES = 32 << 20
 
 
 @dataclass
@@ -440,10 +442,10 @@ class AudioSetCache:
             uniq, inverse = np.unique(rows, return_inverse=True)
             try:
                 lo, hi = int(uniq[0]), int(uniq[-1]) + 1
-                if hi - lo <= 2 * len(uniq):  # dense: one slab read
+                if (hi - lo) * target.shape[1] <= _SLAB_BYTES:  # labels are small: one slab
                     tg = h.target[lo:hi][uniq - lo]
                 else:
-                    tg = h.target[list(uniq)]
+                    tg = np.stack([h.target[int(r)] for r in uniq])
                 target[group] = tg[inverse]
                 if h.pcm:
                     wave[group] = _read_runs(h.audio, uniq)[inverse]
@@ -503,11 +505,11 @@ def _read_runs(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     for run in np.split(rows, breaks):
         lo, hi = int(run[0]), int(run[-1]) + 1
         try:
-            out[at : at + len(run)] = ds[lo:hi]
+            ds.read_direct(out, np.s_[lo:hi], np.s_[at : at + len(run)])
         except OSError:
             for j, r in enumerate(run):
                 try:
-                    out[at + j] = ds[int(r)]
+                    ds.read_direct(out, np.s_[int(r)], np.s_[at + j])
                 except OSError as exc:
                     raise _RowError(int(r), exc) from None
         at += len(run)

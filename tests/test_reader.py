@@ -123,3 +123,44 @@ def test_freshly_parsed_segments_pickle(shared_data, label_index):
                              label_index=label_index)
     copy = pickle.loads(pickle.dumps(seg))
     assert len(copy) == len(seg) and np.array_equal(copy.lines, seg.lines)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "opus"])
+def test_compact_formats_decode_in_process_with_clicks_in_place(tmp_path, fmt, monkeypatch):
+    from audioset_data import audio, codec
+    from audioset_data.store import CacheWriter, open_manifest
+
+    sr, n = 16000, 16000
+    folder = tmp_path / fmt
+    manifest = open_manifest(folder, fmt=fmt, sample_rate=sr, clip_samples=n, label_mids=MIDS)
+    clicks = {0: [1200, 7001], 1: [333, 15000]}
+    rows = [(clip_key(f"fmt{i:08d}", 0.0), f"fmt{i:08d}", 0.0, 1.0, MIDS[i]) for i in clicks]
+    manifest.add_segments(rows)
+    writer = CacheWriter(folder, manifest, fmt=fmt, sample_rate=sr, clip_samples=n,
+                         label_mids=MIDS, batch_size=1, shard_size=10)
+    for (key, ytid, *_), where in zip(rows, clicks.values(), strict=True):
+        pcm = np.zeros(n - 1000, dtype=np.int16)  # a clip shorter than the slot
+        pcm[where[0]] = 25000
+        if where[1] < len(pcm):
+            pcm[where[1]] = 25000
+        target = np.zeros(len(MIDS), dtype=bool)
+        writer.add(key, ytid, 0.0, 1.0, codec.encode_clip(pcm, sr, fmt), len(pcm), target)
+    writer.close()
+    manifest.close()
+
+    def no_subprocess(*a, **k):
+        raise AssertionError("a compact clip was decoded by an ffmpeg process")
+
+    monkeypatch.setattr(audio, "decode_audio", no_subprocess)
+    cache = open_cache(folder=folder)
+    batch = cache.read([1, 0])
+    for j, i in enumerate([1, 0]):
+        item = cache[i]
+        assert item["length"] == n - 1000 and item["waveform"].shape == (n,)
+        assert not item["waveform"][n - 1000:].any()
+        assert np.array_equal(batch["waveform"][j], item["waveform"])
+        w = np.abs(item["waveform"].astype(np.int32))
+        for c in clicks[i]:
+            if c < n - 1000:
+                peak = c - 64 + int(np.argmax(w[c - 64 : c + 64]))
+                assert abs(peak - c) <= (0 if fmt == "flac" else 32)
