@@ -407,14 +407,18 @@ class Manifest:
         value = self.get_meta("generation")
         return None if value is None else int(value)
 
-    def cached_rows(self) -> list[tuple[str, float, float, str, int, int]]:
-        """``(ytid, start, end, file, row, length)`` of every ``ok`` clip in the stable order
-        of the manifest (the order segments were first registered), which compaction and
-        later downloads never change for the clips already cached."""
-        return self._conn.execute(
+    def cached_rows(
+        self, chunk: int = 200_000
+    ) -> Iterator[list[tuple[str, float, float, str, int, int]]]:
+        """``(ytid, start, end, file, row, length)`` of every ``ok`` clip, ``chunk`` rows at a
+        time, in the stable order of the manifest (the order segments were first registered),
+        which compaction and later downloads never change for the clips already cached."""
+        cur = self._conn.execute(
             "SELECT ytid, start, end_, file, row, length FROM clips WHERE status='ok' "
             "ORDER BY rowid"
-        ).fetchall()
+        )
+        while rows := cur.fetchmany(chunk):
+            yield rows
 
     def locate(self, keys: Sequence[str]) -> dict[str, tuple[str, int]]:
         """Current ``file, row`` of the ``ok`` clips among ``keys``."""

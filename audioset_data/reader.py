@@ -30,6 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 import pandas as pd
+from h5py import h5s
 
 from .config import PathLike
 from .errors import CacheError
@@ -55,6 +56,13 @@ class _Handle:
     target: h5py.Dataset
     pcm: bool
 
+    def read_row(self, ds: h5py.Dataset, row: int, out: np.ndarray) -> None:
+        """Read one row of a 2-D dataset into the contiguous 1-D array ``out`` through the
+        low-level API (h5py's indexing costs more than the read of a cached chunk)."""
+        space = ds.id.get_space()
+        space.select_hyperslab((row, 0), (1, out.shape[0]))
+        ds.id.read(h5s.create_simple(out.shape), space, out)
+
 
 def _index_path(folder: Path, manifest_name: str) -> Path:
     return folder / f".{manifest_name}{_INDEX_SUFFIX}"
@@ -72,31 +80,49 @@ def _load_index(folder: Path, manifest_name: str, manifest: Manifest) -> dict[st
                     return {k: z[k] for k in z.files}
         except (OSError, ValueError, KeyError) as exc:
             logger.debug("index cache %s unusable: %s", path, exc)
-    rows = manifest.cached_rows()
     files = manifest.files()
-    names = list(files["name"])
-    code_of = {n: i for i, n in enumerate(names)}
-    n = len(rows)
-    if n:
+    names = pd.Index(files["name"])
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ytid", "start", "end", "file_code",
+                                                           "row", "length")}
+    for rows in manifest.cached_rows():  # in chunks: no list of millions of tuples
         ytid, start, end, file, row, length = zip(*rows, strict=True)
-    else:
-        ytid = start = end = file = row = length = ()
-    index = {
+        parts["ytid"].append(np.array(ytid, dtype="S11"))
+        parts["start"].append(np.array(start, dtype=np.float64))
+        parts["end"].append(np.array(end, dtype=np.float64))
+        parts["file_code"].append(names.get_indexer(pd.Index(file)).astype(np.int32))
+        parts["row"].append(np.array([-1 if x is None else x for x in row], dtype=np.int32))
+        parts["length"].append(np.array([-1 if x is None else x for x in length],
+                                        dtype=np.int32))
+        del ytid, start, end, file, row, length, rows
+    empty = {"ytid": "S11", "start": np.float64, "end": np.float64, "file_code": np.int32,
+             "row": np.int32, "length": np.int32}
+    index = {k: np.concatenate(v) if v else np.zeros(0, dtype=empty[k]) for k, v in parts.items()}
+    index.update({
         "version": np.array(_INDEX_VERSION),
         "generation": np.array(-1 if generation is None else generation),
-        "ytid": np.array(ytid, dtype="S11"),
-        "start": np.array(start, dtype=np.float64),
-        "end": np.array(end, dtype=np.float64),
-        "file_code": np.array([code_of.get(f, -1) for f in file], dtype=np.int32),
-        "row": np.array(row, dtype=np.int64).astype(np.int32),
-        "length": np.array([-1 if x is None else x for x in length], dtype=np.int32),
-        "files": np.array(names, dtype=object).astype("U"),
+        "files": np.array(list(names), dtype=object).astype("U"),
         "file_rows": files["n_rows"].to_numpy(dtype=np.int64),
         "file_size": files["size"].fillna(-1).to_numpy(dtype=np.int64),
-    }
+    })
     if generation is not None:
         _save_index(path, index)
     return index
+
+
+def write_index(manifest: Manifest) -> None:
+    """Bring the reader's index cache of ``manifest`` up to date (a writer calls this when it
+    finishes, so the next open is quick); nothing is done when it is current."""
+    generation = manifest.generation()
+    path = _index_path(manifest.path.parent, manifest.path.name)
+    if generation is None:
+        return
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if int(z["generation"]) == generation and int(z["version"]) == _INDEX_VERSION:
+                return
+    except (OSError, ValueError, KeyError):
+        pass
+    _load_index(manifest.path.parent, manifest.path.name, manifest)
 
 
 def _save_index(path: Path, index: dict[str, np.ndarray]) -> None:
@@ -378,11 +404,14 @@ class AudioSetCache:
             except _Moved:
                 continue
             try:
+                target = np.empty(len(self.label_mids), dtype=bool)
+                h.read_row(h.target, row, target)
                 if h.pcm:
-                    audio = h.audio[row]
+                    audio = np.empty(self.clip_samples, dtype=np.int16)
+                    h.read_row(h.audio, row, audio)
                 else:
                     audio = self._decode(read_encoded(h.h5, row), int(self._length[i]))
-                return audio, h.target[row]
+                return audio, target
             except OSError as exc:
                 raise self._read_error(code, row, i, exc) from None
         raise CacheError(f"cache {str(self.folder)!r} keeps changing while read; reopen it")
@@ -416,7 +445,7 @@ class AudioSetCache:
         if len(pos) and (pos.min() < -n or pos.max() >= n):
             raise IndexError(f"positions out of range for {n} clips")
         pos = pos % max(n, 1)
-        wave = np.zeros((len(pos), self.clip_samples), dtype=np.int16)
+        wave = np.empty((len(pos), self.clip_samples), dtype=np.int16)
         target = np.zeros((len(pos), len(self.label_mids)), dtype=bool)
         for _ in range(3):
             try:
@@ -448,7 +477,12 @@ class AudioSetCache:
                     tg = np.stack([h.target[int(r)] for r in uniq])
                 target[group] = tg[inverse]
                 if h.pcm:
-                    wave[group] = _read_runs(h.audio, uniq)[inverse]
+                    for g in group:  # sorted by row: each chunk read once, straight into place
+                        at = int(self._row[pos[g]])
+                        try:
+                            h.read_row(h.audio, at, wave[g])
+                        except OSError as exc:
+                            raise _RowError(at, exc) from None
                 else:
                     for j, g in enumerate(group):
                         i = int(pos[g])
@@ -491,29 +525,8 @@ class AudioSetCache:
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
-        state["_handles"] = {}
-        state["_pid"] = None
+        state.update(_handles={}, _pid=None, _sorted_keys=None, _by_file=None)
         return state
-
-
-def _read_runs(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
-    """Rows ``rows`` (sorted, unique) of a per-row-chunked dataset, one slab per run of
-    consecutive rows; a run that fails is read row by row so the error names its row."""
-    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    at = 0
-    for run in np.split(rows, breaks):
-        lo, hi = int(run[0]), int(run[-1]) + 1
-        try:
-            ds.read_direct(out, np.s_[lo:hi], np.s_[at : at + len(run)])
-        except OSError:
-            for j, r in enumerate(run):
-                try:
-                    ds.read_direct(out, np.s_[int(r)], np.s_[at + j])
-                except OSError as exc:
-                    raise _RowError(int(r), exc) from None
-        at += len(run)
-    return out
 
 
 class _RowError(OSError):
@@ -571,4 +584,4 @@ def open_cache(split: str | None = None, root: PathLike | None = None,
     return AudioSetCache(folder)
 
 
-__all__ = ["AudioSetCache", "open_cache"]
+__all__ = ["AudioSetCache", "open_cache", "write_index"]

@@ -359,6 +359,9 @@ def repair_cache(folder: PathLike, manifest_name: str = MANIFEST_NAME) -> Reconc
             return ReconcileReport()
         report = reconcile(folder, manifest, layout, own, deep=True)
         manifest.finish()
+        from .reader import write_index
+
+        write_index(manifest)
     return report
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from .config import PathLike, data_home
 from .errors import CacheError, ConfigError
 from .manifest import Manifest, Placement
-from .reader import AudioSetCache, open_cache
+from .reader import AudioSetCache, open_cache, write_index
 from .repair import MANIFEST_NAME, ReconcileReport, owner, reconcile
 from .shards import (
     FORMAT_VERSION,
@@ -274,9 +274,11 @@ class CacheWriter:
                 yield self.layout.read(h5, rows)
 
     def close(self) -> None:
-        """Publish everything buffered and compact the remaining batches into a last shard."""
+        """Publish everything buffered, compact the remaining batches into a last shard and
+        bring the reader's index cache up to date."""
         self.flush()
         self.compact(final=True)
+        write_index(self.manifest)
 
 
 

@@ -25,12 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
+    from ..errors import CacheError
     from ..manifest import Manifest
     from ..reader import open_cache
     from ..repair import repair_cache, verify_cache
     from ..store import MANIFEST_NAME, FolderLock, cache_dir
 
     folder = cache_dir(args.split, args.root)
+    if not folder.is_dir():
+        raise CacheError(f"no cache folder {str(folder)!r} (check --split and --root)")
     out: dict[str, object] = {"folder": str(folder)}
     if args.repair:
         with FolderLock(folder / ".lock"):
