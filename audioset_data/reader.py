@@ -154,23 +154,32 @@ class AudioSetCache:
         if not path.is_file():
             raise CacheError(f"no cache at {str(self.folder)!r}: {manifest_name} is missing"
                              f"{_missing_hint(self.folder)}")
-        with Manifest.open(path, readonly=True) as manifest, manifest.snapshot():
-            self.sample_rate = int(manifest.get_meta("sample_rate") or 0)
-            self.format = manifest.get_meta("format") or "pcm16"
-            self.clip_samples = int(manifest.get_meta("clip_samples") or 0)
-            mids = manifest.get_meta("labels")
-            index = _load_index(self.folder, manifest_name, manifest)
-        self.label_mids = mids.split(",") if mids else []
-        self._files = [str(x) for x in index["files"]]
-        self._file_rows = index["file_rows"]
-        self._file_size = index["file_size"]
-        self._ytid = index["ytid"]
-        self._start = index["start"]
-        self._end = index["end"]
-        self._file = index["file_code"]
-        self._row = index["row"]
-        self._length = index["length"]
-        self._check()
+        for attempt in range(3):
+            with Manifest.open(path, readonly=True) as manifest, manifest.snapshot():
+                self.sample_rate = int(manifest.get_meta("sample_rate") or 0)
+                self.format = manifest.get_meta("format") or "pcm16"
+                self.clip_samples = int(manifest.get_meta("clip_samples") or 0)
+                mids = manifest.get_meta("labels")
+                generation = manifest.generation()
+                index = _load_index(self.folder, manifest_name, manifest)
+            self.label_mids = mids.split(",") if mids else []
+            self._files = [str(x) for x in index["files"]]
+            self._file_rows = index["file_rows"]
+            self._file_size = index["file_size"]
+            self._ytid = index["ytid"]
+            self._start = index["start"]
+            self._end = index["end"]
+            self._file = index["file_code"]
+            self._row = index["row"]
+            self._length = index["length"]
+            self._check()
+            # a file that vanished after the snapshot was compacted by a running download:
+            # read the manifest again rather than report its clips as lost
+            if "file missing" not in set(self.unavailable["problem"]) or attempt == 2:
+                break
+            with Manifest.open(path, readonly=True) as manifest:
+                if manifest.generation() == generation:
+                    break
         self._pid: int | None = None
         self._handles: dict[int, _Handle] = {}
         self._checked: set[int] = set()

@@ -164,3 +164,27 @@ def test_compact_formats_decode_in_process_with_clicks_in_place(tmp_path, fmt, m
             if c < n - 1000:
                 peak = c - 64 + int(np.argmax(w[c - 64 : c + 64]))
                 assert abs(peak - c) <= (0 if fmt == "flac" else 32)
+
+
+def test_open_racing_a_compaction_loses_nothing(tmp_path, monkeypatch):
+    """Files compacted away between the manifest snapshot and the file checks are not lost."""
+    from audioset_data import reader
+
+    folder = tmp_path / "c"
+    manifest, writer = _writer(folder, 6, batch_size=2, shard_size=100)
+    _add(writer, range(6))
+    original = reader._load_index
+    calls = []
+
+    def load_then_compact(*args):
+        index = original(*args)
+        if not calls:
+            writer.close()  # the download compacts right after the reader's snapshot
+        calls.append(1)
+        return index
+
+    monkeypatch.setattr(reader, "_load_index", load_then_compact)
+    cache = open_cache(folder=folder)
+    manifest.close()
+    assert len(cache) == 6 and cache.unavailable.empty
+    assert [cache[i]["key"] for i in range(6)] == [clip_key(*_clip(i)[:2]) for i in range(6)]
