@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,16 +126,16 @@ def write_index(manifest: Manifest) -> None:
 
 
 def _save_index(path: Path, index: dict[str, np.ndarray]) -> None:
-    """Write the index cache atomically; a read-only folder simply goes without."""
+    """Write the index cache atomically, readable as the umask allows; a read-only folder
+    simply goes without."""
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".part", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             np.savez(fh, **index)
         os.replace(tmp, path)
     except OSError as exc:
         logger.debug("cannot write index cache %s: %s", path, exc)
-        if "tmp" in locals():
-            Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 class AudioSetCache:
