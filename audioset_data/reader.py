@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from h5py import h5s
 
 from .config import PathLike
 from .errors import CacheError
+from .fileio import atomic_write
 from .manifest import FILE_NAME_PATTERN, Manifest
 from .shards import read_encoded
 
@@ -126,16 +126,12 @@ def write_index(manifest: Manifest) -> None:
 
 
 def _save_index(path: Path, index: dict[str, np.ndarray]) -> None:
-    """Write the index cache atomically, readable as the umask allows; a read-only folder
-    simply goes without."""
-    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.part")
+    """Write the index cache atomically; a read-only folder simply goes without."""
     try:
-        with open(tmp, "xb") as fh:
+        with atomic_write(path, durable=False) as fh:
             np.savez(fh, **index)
-        os.replace(tmp, path)
     except OSError as exc:
         logger.debug("cannot write index cache %s: %s", path, exc)
-        tmp.unlink(missing_ok=True)
 
 
 class AudioSetCache:

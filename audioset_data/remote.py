@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,16 @@ from requests.adapters import HTTPAdapter
 from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
-from .config import PathLike, csv_base_url, data_home, ontology_base_url
+from .config import (
+    CSV_BASE_URL_ENV,
+    ONTOLOGY_BASE_URL_ENV,
+    PathLike,
+    csv_base_url,
+    data_home,
+    ontology_base_url,
+)
 from .errors import ChecksumMismatchError, ConfigError, RemoteError
+from .fileio import atomic_path, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +188,7 @@ def _session(retries: int) -> requests.Session:
     session = requests.Session()
     retry = Retry(
         total=retries,
+        connect=0,  # an unreachable or unresolvable host does not answer a retry either
         backoff_factor=0.5,
         status_forcelist=(429, 500, 502, 503, 504),
         allowed_methods=frozenset({"GET", "HEAD"}),
@@ -210,8 +218,9 @@ def _download(
     retries: int,
     max_bytes: int,
     progress: bool,
+    remote: Remote | None = None,
 ) -> None:
-    """Stream ``url`` into ``tmp`` (already created), enforcing ``max_bytes``."""
+    """Stream ``url`` into ``tmp``, enforcing ``max_bytes``."""
     local = _local_source(url)
     if local is not None:
         if not local.is_file():
@@ -250,10 +259,40 @@ def _download(
                     bar.update(len(block))
             if total is not None and written != total:
                 raise RemoteError(f"{url!r} ended after {written} of {total} bytes")
+    except requests.ConnectionError as exc:
+        raise RemoteError(_unreachable(url, exc, remote)) from None
     except requests.RequestException as exc:
-        raise RemoteError(f"could not fetch {url!r}: {exc}") from exc
+        raise RemoteError(f"could not fetch {url!r}: {_short(exc)}") from exc
     finally:
         session.close()
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """The innermost cause's message, shortened (requests nests three levels of repr)."""
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    text = str(exc)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreachable(url: str, exc: BaseException, remote: Remote | None) -> str:
+    """A short message for a host that cannot be reached, naming the mirror settings."""
+    host = urlparse(url).hostname or url
+    chain = []
+    e: BaseException | None = exc
+    while e is not None and len(chain) < 10:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    names = " ".join(type(x).__name__ for x in chain) + " " + " ".join(map(str, chain))
+    what = ("cannot resolve the host name" if "NameResolution" in names
+            or "Name or service not known" in names or "getaddrinfo" in names
+            else "cannot connect")
+    env = ONTOLOGY_BASE_URL_ENV if remote is not None and remote.group == "ontology" \
+        else CSV_BASE_URL_ENV
+    flag = "" if remote is not None and remote.group == "ontology" else " (or --csv-url)"
+    name = remote.filename if remote is not None else url
+    return (f"could not fetch {name} from {host}: {what} (offline?). Set {env}{flag} to a "
+            "mirror folder or address holding the official files")
 
 
 def cache_path(name: str, root: PathLike | None = None) -> Path:
@@ -324,13 +363,10 @@ def fetch(
 
     url = remote.url(base_url)
     max_bytes = remote.size * 4 if remote.size else DEFAULT_MAX_BYTES
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(dest) as tmp:
         logger.info("fetching %s from %s", remote.filename, url)
         _download(url, tmp, timeout=timeout, retries=retries, max_bytes=max_bytes,
-                  progress=progress)
+                  progress=progress, remote=remote)
         bad, actual = _mismatches(tmp, _expected(remote, None))
         accepted = False
         if bad:
@@ -343,28 +379,20 @@ def fetch(
             logger.warning("%s differs from the pinned release (%s); accepted as asked",
                            remote.filename, "; ".join(bad))
             accepted = True
-        os.replace(tmp, dest)
-        _write_meta(meta_path, dest, {
-            "url": url,
-            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "accepted_new_upstream": accepted,
-            **actual,
-        })
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_meta(meta_path, dest, {
+        "url": url,
+        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "accepted_new_upstream": accepted,
+        **actual,
+    })
     return dest
 
 
 def _write_meta(meta_path: Path, dest: Path, meta: dict) -> None:
     """Record digests with the file's size and mtime, atomically."""
     meta = {**meta, "mtime_ns": dest.stat().st_mtime_ns}
-    fd, tmp = tempfile.mkstemp(prefix=f".{meta_path.name}.", suffix=".part", dir=meta_path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(meta, fh, indent=1)
-        os.replace(tmp, meta_path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(meta_path, "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=1)
 
 
 __all__ = [

@@ -11,9 +11,7 @@ file that holds other clips than the manifest says, and a lost manifest can be r
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ import h5py
 import numpy as np
 
 from .errors import CacheError, ConfigError
+from .fileio import atomic_path
 
 FORMAT_VERSION = 2
 #: ``pcm16`` stores raw int16 rows; the others store each clip re-encoded as bytes.
@@ -67,15 +66,6 @@ class ClipBlock:
 
     def __len__(self) -> int:
         return len(self.ytid)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -200,8 +190,7 @@ def write_file(
     rename) and return its size; blocks are consumed one at a time so a shard never sits in
     memory whole. The file is made readable as the umask allows (not only by its owner)."""
     final = folder / name
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.part"
-    try:
+    with atomic_path(final, overwrite=False) as tmp:
         with h5py.File(tmp, "w") as h5:
             layout.create(h5, n)
             offset = 0
@@ -211,15 +200,7 @@ def write_file(
             if offset != n:
                 raise CacheError(f"{name}: wrote {offset} rows, expected {n}")
             h5.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if final.exists():
-            raise CacheError(f"refusing to overwrite published file {str(final)!r}")
-        os.replace(tmp, final)
-        fsync_dir(folder)
-        return final.stat().st_size
-    finally:
-        tmp.unlink(missing_ok=True)
+    return final.stat().st_size
 
 
 @dataclass

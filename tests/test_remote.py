@@ -110,3 +110,38 @@ def test_unchanged_cached_file_is_not_read_again(mirror, monkeypatch):
     assert remote.recorded_digests(path) is None
     assert fetch("eval_segments", progress=False) == path
     assert remote.recorded_digests(path) is not None
+
+
+def test_offline_error_is_short_names_the_mirror_settings_and_retries_nothing(
+        monkeypatch, caplog):
+    import logging
+    import time
+
+    monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", "http://no-such-host.invalid/csv/")
+    caplog.set_level(logging.DEBUG)
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError) as info:
+        fetch("eval_segments", progress=False)
+    message = str(info.value)
+    assert "AUDIOSET_CSV_BASE_URL" in message and "--csv-url" in message
+    assert "no-such-host.invalid" in message and len(message) < 300
+    assert not [r for r in caplog.records if "Retrying" in r.getMessage()]
+    assert time.monotonic() - t0 < 30
+    monkeypatch.setenv("AUDIOSET_ONTOLOGY_BASE_URL", "http://no-such-host.invalid/")
+    with pytest.raises(RemoteError, match="AUDIOSET_ONTOLOGY_BASE_URL"):
+        fetch("ontology", progress=False)
+
+
+def test_fetched_files_follow_the_umask(mirror):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = fetch("class_labels_indices", progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    meta = next(path.parent.glob(f"*{path.name}*.json"), None) or next(
+        p for p in path.parent.iterdir() if p != path)
+    assert stat.S_IMODE(meta.stat().st_mode) == 0o644
