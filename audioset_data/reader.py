@@ -439,18 +439,30 @@ class AudioSetCache:
             "key": self.key(i),
         }
 
-    def read(self, positions: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    def read(
+        self, positions: Sequence[int] | np.ndarray, out: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         """Read many clips at once: each file is opened once and read in row order.
 
         Returns arrays in the order of ``positions``: ``waveform`` (n × clip samples, int16),
-        ``length``, ``target`` (n × labels, bool) and ``position``.
+        ``length``, ``target`` (n × labels, bool) and ``position``. ``out`` (an int16 array of
+        at least n × clip samples) receives the waveforms instead of a new array: a loader that
+        reuses one buffer saves the page faults of a fresh 40 MB allocation per batch.
         """
         pos = np.asarray(positions, dtype=np.int64).reshape(-1)
         n = len(self)
         if len(pos) and (pos.min() < -n or pos.max() >= n):
             raise IndexError(f"positions out of range for {n} clips")
         pos = pos % max(n, 1)
-        wave = np.empty((len(pos), self.clip_samples), dtype=np.int16)
+        if out is None:
+            wave = np.empty((len(pos), self.clip_samples), dtype=np.int16)
+        else:
+            if (out.dtype != np.int16 or out.ndim != 2 or out.shape[0] < len(pos)
+                    or out.shape[1] != self.clip_samples or not out.flags.c_contiguous):
+                raise ValueError(f"out must be a C-contiguous int16 array of at least "
+                                 f"({len(pos)}, {self.clip_samples}), not {out.dtype} "
+                                 f"{out.shape}")
+            wave = out[: len(pos)]
         target = np.zeros((len(pos), len(self.label_mids)), dtype=bool)
         for _ in range(3):
             try:

@@ -56,6 +56,12 @@ def test_batch_read_equals_item_reads_in_any_order(tmp_path):
         assert batch["length"][j] == item["length"]
     with pytest.raises(IndexError):
         cache.read([11])
+    buffer = np.full((10, 1000), 7, dtype=np.int16)
+    again = cache.read(want, out=buffer)
+    assert np.shares_memory(again["waveform"], buffer)
+    assert np.array_equal(buffer[:7], batch["waveform"]) and (buffer[7:] == 7).all()
+    with pytest.raises(ValueError, match="int16"):
+        cache.read(want, out=np.zeros((7, 1000), dtype=np.float32))
 
 
 def test_targets_are_sparse_and_aligned_with_the_label_index(tmp_path):
