@@ -6,6 +6,13 @@ both edge directions in a private :class:`networkx.DiGraph` (parent → child) a
 usual questions (ancestors, descendants, paths to a root, lowest common ancestors) from
 precomputed closures, so queries in training loops cost a dictionary look-up.
 
+A crafted file can be small and still make those closures huge (a long chain makes them
+quadratic, a ladder of diamonds makes the number of paths exponential), so besides the size caps
+there are limits on depth (checked on load), on the closures' total size (checked when they are
+first built) and on the number of paths one class may have; going over any of them raises
+:class:`~audioset_data.errors.OntologyError` naming the source and the limit. Nothing in this
+module recurses, so depth alone never raises ``RecursionError``.
+
 Examples
 --------
 >>> onto = Ontology.from_records([
@@ -52,6 +59,16 @@ REQUIRED_FIELDS = ("id", "name", "child_ids")
 DEFAULT_MAX_BYTES = 64 * 1024**2
 #: Refuse inputs with more entries than this (the official file has 632).
 DEFAULT_MAX_ENTRIES = 100_000
+#: Refuse classes on a path of more than this many classes from a root (the official file's
+#: longest path has 6).
+DEFAULT_MAX_DEPTH = 100
+#: Refuse to build ancestor/descendant sets holding more than this many (class, ancestor) pairs
+#: in all (the official file has 1,682); at the limit they take about 150 MB with the matrix.
+DEFAULT_MAX_CLOSURE = 1_000_000
+#: ``paths_to_root`` refuses classes with more paths than this (the official file's most is 4).
+DEFAULT_MAX_PATHS = 10_000
+#: Path counts saturate here, so counting never grows into huge integers.
+_COUNT_CAP = 1 << 62
 
 _STRING_FIELDS = ("id", "name", "description", "citation_uri")
 #: The form every example in the official file takes; anything else goes through urllib.
@@ -226,11 +243,17 @@ class Ontology(Mapping[str, OntologyClass]):
         Where the records came from; error messages and ``repr`` name it.
     max_entries
         Refuse inputs with more entries than this.
+    max_depth
+        Refuse inputs where a path from a root to a class holds more classes than this.
+    max_closure
+        Largest number of (class, ancestor) pairs the ontology may hold in all; checked when
+        the ancestor and descendant sets are first built (the first query that needs them).
 
     Raises
     ------
     OntologyError
-        The records are malformed: the message names the source, the entry and the problem.
+        The records are malformed, empty or over a limit: the message names the source, the
+        entry and the problem.
     """
 
     def __init__(
@@ -239,12 +262,19 @@ class Ontology(Mapping[str, OntologyClass]):
         source: str = "<records>",
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> None:
         if not isinstance(records, list | tuple):
             raise OntologyError(
                 f"{source}: the top level is a {type(records).__name__}, expected a list of "
                 "class objects"
             )
+        if not records:
+            raise OntologyError(f"{source}: the list of classes is empty; an ontology needs "
+                                "at least one class")
+        if max_depth < 1:
+            raise OntologyError(f"{source}: max_depth must be 1 or more, not {max_depth}")
         if len(records) > max_entries:
             raise OntologyError(
                 f"{source}: {len(records)} entries is over the limit of {max_entries} "
@@ -265,6 +295,7 @@ class Ontology(Mapping[str, OntologyClass]):
         graph = nx.DiGraph(source=source)
         for cls in classes.values():
             graph.add_node(cls.id, **_node_attrs(cls))
+        n_parents = dict.fromkeys(classes, 0)
         for cls in classes.values():
             for child in cls.child_ids:
                 if child not in classes:
@@ -273,11 +304,32 @@ class Ontology(Mapping[str, OntologyClass]):
                         f"{cls.name!r}): child id {child!r} is not defined in the ontology"
                     )
                 graph.add_edge(cls.id, child)
-        try:
+                n_parents[child] += 1
+
+        # Kahn's algorithm: a topological order (roots in file order first) and the shortest
+        # and longest path from a root to every class, in one pass without recursion.
+        topo = [c for c, n in n_parents.items() if n == 0]
+        shallow = dict.fromkeys(topo, 1)
+        deep = dict.fromkeys(topo, 1)
+        for node in topo:  # grows while it is walked
+            below_min, below_max = shallow[node] + 1, deep[node] + 1
+            for child in classes[node].child_ids:
+                if below_min < shallow.get(child, below_min + 1):
+                    shallow[child] = below_min
+                if below_max > deep.get(child, 0):
+                    deep[child] = below_max
+                n_parents[child] -= 1
+                if n_parents[child] == 0:
+                    if deep[child] > max_depth:
+                        raise OntologyError(
+                            f"{source}: entry {positions[child]} (id {child!r}, "
+                            f"{classes[child].name!r}) ends a path of {deep[child]} classes "
+                            f"from a root, over the depth limit of {max_depth} "
+                            "(raise max_depth to accept it)"
+                        )
+                    topo.append(child)
+        if len(topo) < len(classes):
             cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
             ids = [u for u, _ in cycle] + [cycle[0][0]]
             raise OntologyError(
                 f"{source}: the child links form a cycle: {' -> '.join(ids)} "
@@ -301,6 +353,11 @@ class Ontology(Mapping[str, OntologyClass]):
         self._by_folded = by_folded
         self._order = {cid: i for i, cid in enumerate(classes)}
         self._ids = tuple(classes)
+        self._topo = topo
+        self._depths = (shallow, deep)
+        self._limits = {"max_entries": max_entries, "max_depth": max_depth,
+                        "max_closure": max_closure}
+        self._closure_error: str | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -310,9 +367,12 @@ class Ontology(Mapping[str, OntologyClass]):
         source: str = "<records>",
         *,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> Ontology:
         """Build from a list of dicts in the ``ontology.json`` format."""
-        return cls(records, source, max_entries=max_entries)
+        return cls(records, source, max_entries=max_entries, max_depth=max_depth,
+                   max_closure=max_closure)
 
     @classmethod
     def from_json_text(
@@ -322,6 +382,8 @@ class Ontology(Mapping[str, OntologyClass]):
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> Ontology:
         """Parse JSON text; a syntax error is reported with its line and column."""
         if len(text) > max_bytes:
@@ -342,7 +404,8 @@ class Ontology(Mapping[str, OntologyClass]):
             ) from None
         except RecursionError:
             raise OntologyError(f"{source}: JSON nested too deeply") from None
-        return cls(records, source, max_entries=max_entries)
+        return cls(records, source, max_entries=max_entries, max_depth=max_depth,
+                   max_closure=max_closure)
 
     @classmethod
     def from_file(
@@ -351,13 +414,16 @@ class Ontology(Mapping[str, OntologyClass]):
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> Ontology:
         """Read and validate an ``ontology.json`` file.
 
         Raises
         ------
         OntologyError
-            The file is missing, too large, not UTF-8 JSON, or not a valid ontology.
+            The file is missing, too large, not UTF-8 JSON, not a valid ontology, or over a
+            limit (see :class:`Ontology`).
         """
         path = Path(path)
         try:
@@ -374,7 +440,8 @@ class Ontology(Mapping[str, OntologyClass]):
         except OSError as exc:
             raise OntologyError(f"{path}: cannot be read ({exc})") from None
         return cls.from_json_text(data, source=str(path), max_bytes=max_bytes,
-                                  max_entries=max_entries)
+                                  max_entries=max_entries, max_depth=max_depth,
+                                  max_closure=max_closure)
 
     @classmethod
     def load(
@@ -411,7 +478,14 @@ class Ontology(Mapping[str, OntologyClass]):
         return cls.from_file(path)
 
     @classmethod
-    def from_node_link(cls, data: Mapping[str, Any] | PathLike) -> Ontology:
+    def from_node_link(
+        cls,
+        data: Mapping[str, Any] | PathLike,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_closure: int = DEFAULT_MAX_CLOSURE,
+    ) -> Ontology:
         """Rebuild from the output of :meth:`to_node_link` (a dict or a JSON file path)."""
         source = "<node-link>"
         if not isinstance(data, Mapping):
@@ -436,7 +510,8 @@ class Ontology(Mapping[str, OntologyClass]):
                                            "positive_examples", "restrictions") if k in node}
             record["child_ids"] = node.get("child_ids", children.get(node.get("id"), []))
             records.append(record)
-        return cls(records, source)
+        return cls(records, source, max_entries=max_entries, max_depth=max_depth,
+                   max_closure=max_closure)
 
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, key: str) -> OntologyClass:
@@ -596,18 +671,63 @@ class Ontology(Mapping[str, OntologyClass]):
             return self._depths[1][cid]
         raise ValueError(f"how must be 'min' or 'max', not {how!r}")
 
-    def paths_to_root(self, key: str) -> list[list[str]]:
-        """Every path from a root down to ``key`` (root first, ``key`` last), shortest first."""
+    def paths_to_root(
+        self, key: str, *, max_paths: int = DEFAULT_MAX_PATHS
+    ) -> list[list[str]]:
+        """Every path from a root down to ``key`` (root first, ``key`` last), shortest first.
+
+        Paths with the same length follow file order. The number of paths can grow
+        exponentially with depth in a DAG (each diamond doubles it), so it is counted first and
+        a class with more than ``max_paths`` is refused rather than enumerated.
+
+        Parameters
+        ----------
+        key
+            Id or name of the class.
+        max_paths
+            Refuse classes with more paths to a root than this.
+
+        Returns
+        -------
+        list of list of str
+            Ids along each path.
+
+        Raises
+        ------
+        OntologyError
+            The class has more than ``max_paths`` paths to a root.
+        """
         cid = self.resolve(key)
-        memo: dict[str, list[list[str]]] = {}
-
-        def walk(node: str) -> list[list[str]]:
-            if node not in memo:
-                ups = self._graph.predecessors(node)
-                memo[node] = [p + [node] for up in ups for p in walk(up)] or [[node]]
-            return memo[node]
-
-        return sorted(walk(cid), key=lambda p: (len(p), [self._order[c] for c in p]))
+        count = self._path_counts[cid]
+        if count > max_paths:
+            many = f"{count:,}" if count < _COUNT_CAP else f"more than {_COUNT_CAP:,}"
+            raise OntologyError(
+                f"{self.source}: class {cid!r} ({self._classes[cid].name!r}) has {many} paths "
+                f"to a root, over the limit of max_paths={max_paths:,} (raise max_paths to "
+                "list them, or use depth() or ancestors())"
+            )
+        # depth-first up the parent links with an explicit stack: one path under construction,
+        # copied (reversed) at each root, so the work is the size of the answer
+        pred = self._graph.pred
+        paths: list[list[str]] = []
+        walk = [cid]
+        stack = [iter(pred[cid])]
+        if not pred[cid]:
+            paths.append([cid])
+        while stack:
+            up = next(stack[-1], None)
+            if up is None:
+                stack.pop()
+                walk.pop()
+            elif pred[up]:
+                walk.append(up)
+                stack.append(iter(pred[up]))
+            else:
+                walk.append(up)
+                paths.append(walk[::-1])
+                walk.pop()
+        order = self._order
+        return sorted(paths, key=lambda p: (len(p), [order[c] for c in p]))
 
     def lowest_common_ancestors(self, a: str, b: str) -> set[str]:
         """Deepest classes that are ancestors (or self) of both; empty if none are shared.
@@ -638,38 +758,52 @@ class Ontology(Mapping[str, OntologyClass]):
         cid = self.resolve(key)
         keep = self._descendants[cid] | {cid}
         records = [self._classes[c].to_record() for c in self._ids if c in keep]
-        return type(self)(records, f"{self.source} [subtree {cid}]")
+        return type(self)(records, f"{self.source} [subtree {cid}]", **self._limits)
 
     # ------------------------------------------------------------------ matrices
-    @cached_property
-    def _topo(self) -> list[str]:
-        return list(nx.lexicographical_topological_sort(self._graph, key=self._order.__getitem__))
+    def _closure_sets(self, order: Iterable[str], links: Mapping[str, Any]
+                      ) -> dict[str, frozenset[str]]:
+        """Ancestor (or descendant) sets: ``order`` lists every class after those that
+        ``links`` gives for it (its parents, or its children).
+
+        Both directions hold the same number of pairs, so one limit serves both; it is checked
+        as the sets grow, so a crafted file costs at most the limit before it is refused.
+        """
+        if self._closure_error is not None:
+            raise OntologyError(self._closure_error)
+        limit = self._limits["max_closure"]
+        sets: dict[str, frozenset[str]] = {}
+        total = 0
+        for node in order:
+            near = links[node]
+            sets[node] = frozenset().union(*(sets[p] | {p} for p in near))
+            total += len(sets[node])
+            if total > limit:
+                self._closure_error = (
+                    f"{self.source}: the classes have more than {limit:,} (class, ancestor) "
+                    f"pairs in all (the count passed the limit at id {node!r}), over the "
+                    "closure limit (raise max_closure when loading to accept it)"
+                )
+                raise OntologyError(self._closure_error)
+        return sets
 
     @cached_property
     def _ancestors(self) -> dict[str, frozenset[str]]:
-        anc: dict[str, frozenset[str]] = {}
-        for node in self._topo:
-            ups = list(self._graph.predecessors(node))
-            anc[node] = frozenset().union(*(anc[p] | {p} for p in ups))
-        return anc
+        return self._closure_sets(self._topo, self._graph.pred)
 
     @cached_property
     def _descendants(self) -> dict[str, frozenset[str]]:
-        desc: dict[str, frozenset[str]] = {}
-        for node in reversed(self._topo):
-            downs = self._classes[node].child_ids
-            desc[node] = frozenset().union(*(desc[c] | {c} for c in downs))
-        return desc
+        return self._closure_sets(reversed(self._topo), self._graph.succ)
 
     @cached_property
-    def _depths(self) -> tuple[dict[str, int], dict[str, int]]:
-        shallow: dict[str, int] = {}
-        deep: dict[str, int] = {}
+    def _path_counts(self) -> dict[str, int]:
+        """Number of paths from a root to each class (saturating at ``_COUNT_CAP``)."""
+        counts: dict[str, int] = {}
+        pred = self._graph.pred
         for node in self._topo:
-            ups = list(self._graph.predecessors(node))
-            shallow[node] = 1 + min((shallow[p] for p in ups), default=0)
-            deep[node] = 1 + max((deep[p] for p in ups), default=0)
-        return shallow, deep
+            ups = pred[node]
+            counts[node] = min(sum(counts[p] for p in ups), _COUNT_CAP) if ups else 1
+        return counts
 
     @cached_property
     def _closure(self) -> sp.csr_array:
@@ -819,7 +953,10 @@ def _node_attrs(cls: OntologyClass) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_CLOSURE",
+    "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_ENTRIES",
+    "DEFAULT_MAX_PATHS",
     "KNOWN_RESTRICTIONS",
     "Ontology",
     "OntologyClass",

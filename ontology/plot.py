@@ -21,15 +21,24 @@ logger = logging.getLogger(__name__)
 
 #: Refuse to draw more rows than this (a figure taller than matplotlib can render).
 MAX_ROWS = 5000
+#: ``tree_rows`` stops past this many rows: a class with several parents is repeated under
+#: each, so a DAG's tree can be exponentially larger than the DAG (the official one has 690).
+MAX_TREE_ROWS = 100_000
 
 
 def tree_rows(
-    ontology: Ontology, root: str | None = None, depth: int | None = None
+    ontology: Ontology,
+    root: str | None = None,
+    depth: int | None = None,
+    *,
+    max_rows: int = MAX_TREE_ROWS,
 ) -> list[tuple[int, str, int | None]]:
     """Depth-first rows ``(level, id, parent_row)`` of the tree under ``root``.
 
     ``root=None`` walks every root of the ontology. ``depth`` limits how many levels below the
-    root are shown (0 = the root alone). A class with several parents appears once under each.
+    root are shown (0 = the root alone). A class with several parents appears once under each,
+    so the rows can outnumber the classes by far; more than ``max_rows`` raises
+    :class:`~audioset_data.errors.OntologyError`.
 
     Examples
     --------
@@ -48,6 +57,13 @@ def tree_rows(
     stack: list[tuple[int, str, int | None]] = [(0, s, None) for s in reversed(starts)]
     while stack:
         level, cid, parent_row = stack.pop()
+        if len(rows) == max_rows:
+            where = "its roots" if root is None else repr(starts[0])
+            raise OntologyError(
+                f"{ontology.source}: the tree under {where} has more than {max_rows:,} rows "
+                "(a class with several parents is repeated under each); pick a lower root or "
+                "a smaller depth"
+            )
         rows.append((level, cid, parent_row))
         if depth is None or level < depth:
             me = len(rows) - 1
@@ -88,12 +104,7 @@ def plot_subtree(
     """
     from matplotlib.figure import Figure
 
-    rows = tree_rows(ontology, root, depth)
-    if len(rows) > MAX_ROWS:
-        raise OntologyError(
-            f"{len(rows)} rows is too many to draw (limit {MAX_ROWS}); pick a lower root or "
-            "a smaller depth"
-        )
+    rows = tree_rows(ontology, root, depth, max_rows=MAX_ROWS)
     n = len(rows)
     max_level = max(level for level, _, _ in rows)
     labels = []
@@ -149,4 +160,4 @@ def _default_title(ontology: Ontology, root: str | None, depth: int | None, n: i
     return f"{what} ({n} rows{limit})"
 
 
-__all__ = ["MAX_ROWS", "plot_subtree", "tree_rows"]
+__all__ = ["MAX_ROWS", "MAX_TREE_ROWS", "plot_subtree", "tree_rows"]

@@ -57,6 +57,7 @@ CASES = {
     "bad positive example": (lambda r: r[2].update(positive_examples=["vimeo.com/1"]),
                              r"'/m/d'.*positive example 'vimeo.com/1'"),
     "top level object": (lambda r: {"classes": r}, r"top level is a dict, expected a list"),
+    "empty list": (lambda r: [], r"^test.json: the list of classes is empty"),
 }
 
 
