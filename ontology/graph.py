@@ -571,11 +571,22 @@ class Ontology(Mapping[str, OntologyClass]):
             for word in sorted(set(key.casefold().replace(",", " ").split()), key=len,
                                reverse=True):
                 if len(word) >= 3:
-                    ids.extend(h for h in self.search(word) if h not in ids)
+                    for hit in self.search(word):
+                        if len(ids) == 5:  # a word can match every class: stop at five
+                            break
+                        if hit not in ids:
+                            ids.append(hit)
             if ids:
-                names = ", ".join(f"{self._classes[h].name!r} ({h})" for h in ids[:5])
+                names = ", ".join(f"{self._classes[h].name!r} ({h})" for h in ids)
                 return f"{msg}; close names: {names}"
         return f"{msg}; no close names (try a search)"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The class for an id, else ``default`` (no close-name search for a miss)."""
+        try:
+            return self._classes[key]
+        except (KeyError, TypeError):
+            return default
 
     def by_name(self, name: str) -> OntologyClass:
         """The class with this display name (exact, else case-insensitive)."""

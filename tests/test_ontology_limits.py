@@ -248,3 +248,32 @@ def test_real_ontology_fits_the_limits_with_room(shared_data):
         Ontology.from_file(path, max_depth=5)
     with pytest.raises(OntologyError, match="max_closure"):
         Ontology.from_file(path, max_closure=1681).descendants("Animal")
+
+
+# ---------------------------------------------------------------------- unknown names
+def test_unknown_name_in_many_similar_names_stays_linear(monkeypatch):
+    # one word of the key matches all 100,000 names: the close-name list used to test each
+    # hit against a growing list (quadratic, about two minutes); now it stops at five
+    onto = Ontology.from_records(
+        [{"id": f"/x{i}", "name": f"Sound number {i}", "child_ids": []} for i in range(100_000)],
+        "many.json")
+    consumed = []
+    search = Ontology.search
+
+    def counting_search(self, text):
+        hits = search(self, text)
+        consumed.append(0)
+
+        def walk():
+            for hit in hits:
+                consumed[-1] += 1
+                yield hit
+        return walk()
+
+    monkeypatch.setattr(Ontology, "search", counting_search)
+    t0 = time.perf_counter()
+    with pytest.raises(KeyError, match=r"close names: 'Sound number 12' \(/x12\), "):
+        onto.resolve("Sound numbr 12")
+    assert time.perf_counter() - t0 < BACKSTOP_S
+    assert consumed and max(consumed) <= 6
+    assert onto.get("/nope") is None and onto.get("/x3").name == "Sound number 3"
