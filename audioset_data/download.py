@@ -3,22 +3,32 @@
 :func:`download` reads a segment list (a named split, a subset, or any CSV in the official
 format), records every segment in the cache's manifest, and fetches the clips that are not yet
 cached with parallel workers. Each clip is one task (yt-dlp resolves the audio stream, ffmpeg
-reads only the segment); results come back to a single writer that publishes them atomically.
-Transient failures are retried with exponential backoff and jitter, throttling trips a circuit
-breaker that pauses every worker, and permanent failures are recorded with their reason. A run
-can be stopped at any moment (Ctrl-C or kill -9) and resumed by running it again.
+reads only the segment) run in a worker process that is killed when the clip passes its time
+limit; results come back to a single writer that publishes them atomically. Transient failures
+are retried with exponential backoff and jitter. Throttling of the client (many different
+videos answering 429/403 with nothing arriving) trips a circuit breaker that pauses every
+worker; a few videos that keep refusing while the others arrive fail on their own, with their
+reason. Permanent failures are recorded with their reason. A run can be stopped at any moment
+(Ctrl-C or kill -9) and resumed by running it again.
+
+Planning a run is vectorised (ids, keys, duplicates and job-array parts are computed on Arrow
+and NumPy arrays), and the manifest keeps a fingerprint of the list it registered last, so a
+resumed run over an unchanged list of millions of segments does not register it again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
+import itertools
 import logging
 import random
 import shutil
 import time
 import zlib
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +36,22 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from .clip import ClipFailure, ClipFetcher, validate_ytid
+from .clip import (
+    YTID_PATTERN,
+    ClipFailure,
+    ClipFetcher,
+    ClipWorkerPool,
+    InvalidIdError,
+    fetch_task,
+)
 from .config import PathLike
 from .errors import AudioSetError, CacheError, ConfigError, DownloadError, SegmentsError
 from .labels import LabelIndex
-from .manifest import Manifest, clip_key
+from .manifest import Manifest
 from .store import (
     MANIFEST_NAME,
     CacheWriter,
@@ -46,6 +65,17 @@ logger = logging.getLogger(__name__)
 
 #: Failure reasons that mean the client is being throttled or blocked, not that a video is gone.
 THROTTLE_REASONS = frozenset({"http_429", "http_403", "bot_check"})
+
+#: Default flush policy: finished clips are published as one small batch file (and one
+#: manifest transaction) every ``DEFAULT_BATCH_SIZE`` clips or ``DEFAULT_FLUSH_INTERVAL``
+#: seconds, whichever comes first; that is all a kill -9 can lose besides the clips in flight.
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_FLUSH_INTERVAL = 2.0
+#: Seconds between checkpoints of the manifest's write-ahead log during a run.
+CHECKPOINT_INTERVAL = 10.0
+
+# a task fetched through an external executor is pickled by reference: keep the old name
+_fetch_task = fetch_task
 
 
 @dataclass(frozen=True)
@@ -71,6 +101,10 @@ class ShardSpec:
     def owns(self, key: str) -> bool:
         """Whether segment ``key`` belongs to this part (stable, independent of list order)."""
         return zlib.crc32(key.encode()) % self.count == self.index - 1
+
+    def owns_many(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """:meth:`owns` for a whole array of keys at once (a boolean mask)."""
+        return _crc32_many(keys) % self.count == self.index - 1
 
     @property
     def tag(self) -> str:
@@ -102,10 +136,15 @@ class RateLimiter:
 
 
 class CircuitBreaker:
-    """Pause every worker when ``threshold`` throttling answers arrive in a row.
+    """Pause every worker when the client itself looks throttled.
 
-    Each trip pauses for ``cooldown`` seconds, doubling up to ``max_cooldown``; after
-    ``max_trips`` trips with no success in between the run stops, leaving the rest pending.
+    The client looks throttled when ``threshold`` *different* videos answer with throttling
+    (429, 403, a bot check) and no clip arrives in between. One video answering again does not
+    add to the count, and the download stops reporting a video here once clips of other videos
+    arrived between two of its refusals: that video refuses, the client is fine (it fails on
+    its own after a bounded number of tries). Each trip pauses for ``cooldown`` seconds,
+    doubling up to ``max_cooldown``; after ``max_trips`` trips with no success in between the
+    run stops with a :class:`DownloadError`, leaving the rest pending.
     """
 
     def __init__(self, threshold: int = 5, cooldown: float = 60.0, max_cooldown: float = 900.0,
@@ -114,10 +153,18 @@ class CircuitBreaker:
         self.cooldown = cooldown
         self.max_cooldown = max_cooldown
         self.max_trips = max_trips
-        self.streak = 0
         self.trips = 0
         self.total_trips = 0
         self.open_until = 0.0
+        #: clips that arrived so far (a video that refuses again after one of them refuses alone)
+        self.successes = 0
+        self._videos: set[str] = set()
+        self._anonymous = itertools.count()
+
+    @property
+    def streak(self) -> int:
+        """Different videos throttled since the last clip arrived or the last trip."""
+        return len(self._videos)
 
     def is_open(self, now: float) -> bool:
         """Whether new work must wait."""
@@ -125,32 +172,46 @@ class CircuitBreaker:
 
     def success(self) -> None:
         """A clip arrived: the client is not blocked."""
-        self.streak = 0
+        self._videos.clear()
         self.trips = 0
+        self.successes += 1
 
-    def throttled(self, now: float) -> bool:
-        """Record a throttling answer; return True when this trips the breaker."""
-        self.streak += 1
-        if self.streak < self.threshold or self.is_open(now):
+    def throttled(self, now: float, video: str | None = None) -> bool:
+        """Record a throttling answer about ``video`` (None: count it as a new video); return
+        True when this trips the breaker.
+
+        Raises
+        ------
+        DownloadError
+            After ``max_trips`` pauses with no clip arriving in between.
+        """
+        self._videos.add(video if video is not None else f"#{next(self._anonymous)}")
+        if len(self._videos) < self.threshold or self.is_open(now):
             return False
         pause = min(self.max_cooldown, self.cooldown * 2**self.trips)
         self.trips += 1
         self.total_trips += 1
-        self.streak = 0
+        self._videos.clear()
         self.open_until = now + pause
         if self.trips > self.max_trips:
             raise DownloadError(
-                f"the server keeps throttling this client ({self.trips} pauses in a row); "
-                "the rest stays pending: resume later, lower --rate-limit, or pass cookies"
+                f"the server keeps throttling this client: {self.threshold} different videos "
+                f"in a row answered 429/403 or a bot check with no clip arriving, "
+                f"{self.trips} times in a row after pauses of up to {pause:.0f} s; the rest "
+                "stays pending: resume later, lower --rate-limit, or pass cookies"
             )
-        logger.warning("throttled %d times in a row: pausing all workers for %.0f s",
+        logger.warning("%d different videos throttled in a row: pausing all workers for %.0f s",
                        self.threshold, pause)
         return True
 
 
 @dataclass
 class DownloadReport:
-    """What a run did and how far the cache is from the full list."""
+    """What a run did and how far the cache is from the full list.
+
+    ``to_fetch`` is the number of clips the run set out to fetch (pending ones, transient
+    failures, and permanent ones with ``retry_failed``); a ``dry_run`` stops there.
+    """
 
     folder: Path
     requested: int
@@ -163,6 +224,7 @@ class DownloadReport:
     by_reason: dict[str, int] = field(default_factory=dict)
     per_class: pd.DataFrame | None = None
     report_path: Path | None = None
+    to_fetch: int = 0
 
     @property
     def clips_per_s(self) -> float:
@@ -181,9 +243,10 @@ class DownloadReport:
         for reason, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed {reason}: {n}")
         if self.per_class is not None and self.failed:
-            pc = self.per_class.assign(cover=self.per_class["cached"] / self.per_class["requested"])
-            pc = pc[pc["cover"] < 1]
-            worst = pc.sort_values(["cover", "requested"], ascending=[True, False]).head(5)
+            pc_ = self.per_class.assign(
+                cover=self.per_class["cached"] / self.per_class["requested"])
+            pc_ = pc_[pc_["cover"] < 1]
+            worst = pc_.sort_values(["cover", "requested"], ascending=[True, False]).head(5)
             lines.append("lowest coverage: " + "; ".join(
                 f"{r.display_name} {r.cached}/{r.requested}" for r in worst.itertuples()))
         return "\n".join(lines)
@@ -199,37 +262,45 @@ class _Item:
     attempts: int = 0
     failures: int = 0
     throttled: int = 0
+    reason: str | None = None
+    detail: str | None = None
+    #: other clips arrived between two throttling answers of this video: it refuses alone
+    refuses: bool = False
+    #: the breaker's success count at this video's last throttling answer
+    success_mark: int = 0
 
 
-def _fetch_task(fetcher: ClipFetcher, ytid: str, start: float, end: float,
-                fmt: str) -> tuple[str, Any]:
-    """One attempt at one clip, run on a worker. Returns plain data so any executor can ship
-    it back: ``("ok", (audio, length))`` or ``("failed", (reason, permanent, detail))``."""
-    try:
-        clip = fetcher.fetch(ytid, start, end)
-        audio: np.ndarray | bytes = clip.waveform
-        if fmt != "pcm16":
-            from .codec import encode_clip
-
-            audio = encode_clip(clip.waveform, fetcher.sample_rate, fmt)
-        return "ok", (audio, int(clip.num_samples))
-    except ClipFailure as exc:
-        return "failed", (exc.reason, bool(exc.permanent), str(exc.detail or exc))
-    except AudioSetError as exc:
-        return "failed", ("unknown", False, f"{type(exc).__name__}: {exc}")
+# -- planning -----------------------------------------------------------------------------------
+#: Statuses as small integers, for whole-list arrays.
+_PENDING, _OK, _FAILED = 0, 1, 2
+_STATUS_NAMES = np.array(["pending", "ok", "failed"], dtype=object)
+_COLUMNS = ("key", "ytid", "start", "end", "labels")
 
 
-def _segment_table(segments: Any) -> pd.DataFrame:
+@dataclass
+class _Plan:
+    """The segments of one run, one row per segment key: ``key, ytid, start, end, labels``
+    (labels comma-joined), in list order, and the fingerprint of exactly these rows."""
+
+    table: pa.Table
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+
+def _segment_table(segments: Any) -> pa.Table:
     """ytid, start, end, labels (comma-joined mids) from a Segments object or a DataFrame."""
-    if hasattr(segments, "arrow"):  # a Segments object: join label lists in Arrow, not Python
-        import pyarrow.compute as pc
-
+    if hasattr(segments, "arrow"):  # a Segments object: stays in Arrow, no Python objects
         t = segments.arrow
-        return pd.DataFrame({
-            "ytid": t["ytid"].to_numpy(zero_copy_only=False).astype(str),
-            "start": t["start"].to_numpy(),
-            "end": t["end"].to_numpy(),
-            "labels": pc.binary_join(t["labels"], ",").to_numpy(zero_copy_only=False),
+        labels = t["labels"]
+        if pa.types.is_list(labels.type) or pa.types.is_large_list(labels.type):
+            labels = pc.binary_join(labels, ",")
+        return pa.table({
+            "ytid": t["ytid"].cast(pa.string()),
+            "start": t["start"].cast(pa.float64()),
+            "end": t["end"].cast(pa.float64()),
+            "labels": labels.cast(pa.string()),
         })
     if not isinstance(segments, pd.DataFrame):
         raise ConfigError(f"cannot read segments from {type(segments).__name__}")
@@ -255,18 +326,18 @@ def _segment_table(segments: Any) -> pd.DataFrame:
             return ",".join(map(str, v))
         raise SegmentsError(f"segment table: labels {v!r} are neither text nor a list of mids")
 
-    return pd.DataFrame({
-        "ytid": segments["ytid"].astype(str).to_numpy(),
-        "start": start,
-        "end": end,
-        "labels": segments["labels"].map(joined).to_numpy(),
+    return pa.table({
+        "ytid": pa.array(segments["ytid"].astype(str).tolist(), pa.string()),
+        "start": pa.array(start, pa.float64()),
+        "end": pa.array(end, pa.float64()),
+        "labels": pa.array(segments["labels"].map(joined).tolist(), pa.string()),
     })
 
 
 def _resolve_segments(
     split: str | None, segments: Any, root: PathLike | None, csv_base_url: str | None,
     accept_new_upstream: bool, label_index: LabelIndex,
-) -> tuple[str, pd.DataFrame]:
+) -> tuple[str, pa.Table]:
     """The cache name and the segment table of what the caller asked for."""
     if segments is not None and not isinstance(segments, str | Path):
         if split is None:
@@ -295,6 +366,61 @@ def _cache_name(split: str) -> str:
         return split
 
 
+def _check_ids(ytid: pa.Array) -> None:
+    """Raise :class:`InvalidIdError` naming the first row whose id is not a YouTube id."""
+    ok = pc.fill_null(pc.match_substring_regex(ytid, YTID_PATTERN.pattern), False)
+    if pc.all(ok).as_py() is not False:
+        return
+    bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
+    value = ytid[int(bad[0])].as_py()
+    raise InvalidIdError(value, f"segment row {int(bad[0])}: {value!r} is not a YouTube id (11 "
+                                f"characters of A-Z a-z 0-9 _ -); {len(bad)} such rows")
+
+
+def _millis(start: pa.Array) -> pa.Array:
+    """``round(start * 1000)`` as int64, rounding half to even like Python's ``round``."""
+    return pc.cast(pc.round(pc.multiply(start, 1000.0), round_mode="half_to_even"), pa.int64())
+
+
+def _clip_keys(ytid: pa.Array, start: pa.Array) -> pa.Array:
+    """:func:`audioset_data.manifest.clip_key` of every row at once."""
+    return pc.binary_join_element_wise(ytid, pc.cast(_millis(start), pa.string()), "_")
+
+
+def _string_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (from 0) and bytes of a string array without copying it."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset: arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    raw = (np.frombuffer(data, dtype=np.uint8) if data is not None
+           else np.zeros(0, np.uint8))[offsets[0]: offsets[-1]]
+    return (offsets - offsets[0]).astype(np.int64), raw
+
+
+def _has_duplicates(ytid: pa.Array, start: pa.Array) -> bool:
+    """Whether two rows share a key (id and start in ms): a 64-bit hash per row, sorted;
+    only equal hashes are checked exactly, so a list without repeats costs one sort."""
+    n = len(ytid)
+    if n < 2:
+        return False
+    offsets, raw = _string_parts(ytid)
+    if not (np.diff(offsets) == 11).all():  # ids are checked first; be safe anyway
+        return bool(pd.Series(_clip_keys(ytid, start).to_pylist()).duplicated().any())
+    words = np.zeros((n, 16), np.uint8)
+    words[:, :11] = raw.reshape(n, 11)
+    w = words.view(np.uint64)
+    ms = _millis(start).to_numpy(zero_copy_only=False).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h = (w[:, 0] * np.uint64(0x9E3779B97F4A7C15)) ^ (w[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F))
+        h ^= (ms + np.uint64(0x165667B19E3779F9)) * np.uint64(0xD6E8FEB86659FD93)
+    h.sort()
+    if not (h[1:] == h[:-1]).any():
+        return False
+    return bool(pd.Series(_clip_keys(ytid, start).to_pylist()).duplicated().any())
+
+
 def _merge_duplicates(table: pd.DataFrame) -> pd.DataFrame:
     """One row per segment key; rows listed twice get the union of their labels."""
     dup = table["key"].duplicated(keep=False)
@@ -310,16 +436,122 @@ def _merge_duplicates(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _targets(labels: str, index: LabelIndex, unknown: Counter[str]) -> np.ndarray:
-    target = np.zeros(len(index), dtype=bool)
-    for mid in labels.split(","):
-        if mid in index:
-            target[index.index(mid)] = True
-        elif mid:
-            unknown[mid] += 1
-    return target
+_CRC_TABLE: np.ndarray | None = None
 
 
+def _crc32_many(keys: pa.Array | pa.ChunkedArray, chunk: int = 1 << 18) -> np.ndarray:
+    """``zlib.crc32`` of each string's UTF-8 bytes, vectorised over the array."""
+    global _CRC_TABLE
+    if _CRC_TABLE is None:
+        c = np.arange(256, dtype=np.uint32)
+        for _ in range(8):
+            c = np.where(c & 1, np.uint32(0xEDB88320) ^ (c >> 1), c >> 1).astype(np.uint32)
+        _CRC_TABLE = c
+    offsets, raw = _string_parts(keys)
+    n = len(offsets) - 1
+    out = np.empty(n, np.uint32)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        first, length = offsets[lo:hi], np.diff(offsets[lo: hi + 1])
+        crc = np.full(hi - lo, 0xFFFFFFFF, np.uint32)
+        for j in range(int(length.max(initial=0))):
+            live = np.flatnonzero(length > j)
+            byte = raw[first[live] + j]
+            crc[live] = _CRC_TABLE[(crc[live] ^ byte) & 0xFF] ^ (crc[live] >> 8)
+        out[lo:hi] = crc ^ np.uint32(0xFFFFFFFF)
+    return out
+
+
+def _fingerprint(table: pa.Table) -> str:
+    """A digest of exactly the rows a run registers (keys, labels, times, in order)."""
+    h = hashlib.blake2b(digest_size=20, person=b"audioset-list-1")
+    h.update(str(table.num_rows).encode())
+    for name in ("key", "labels"):
+        offsets, raw = _string_parts(table[name])
+        h.update(offsets.tobytes())
+        h.update(raw.tobytes() if not raw.flags.c_contiguous else memoryview(raw))
+    for name in ("start", "end"):
+        h.update(np.ascontiguousarray(table[name].to_numpy(), dtype=np.float64).tobytes())
+    return h.hexdigest()
+
+
+def _plan(table: pa.Table, part: ShardSpec | None, limit: int | None) -> _Plan:
+    """Check ids, make keys, join repeated segments, keep this job's part and the first
+    ``limit`` rows: the rows this run registers and fetches."""
+    table = table.combine_chunks()
+    _check_ids(table["ytid"])
+    keys = _clip_keys(table["ytid"], table["start"])
+    table = table.add_column(0, "key", keys).select(list(_COLUMNS))
+    if _has_duplicates(table["ytid"], table["start"]):
+        frame = _merge_duplicates(table.to_pandas())
+        table = pa.Table.from_pandas(frame, preserve_index=False).select(list(_COLUMNS))
+    if part is not None:
+        table = table.filter(pa.array(part.owns_many(table["key"])))
+    if limit is not None:
+        table = table.slice(0, max(0, limit))
+    table = table.combine_chunks()
+    return _Plan(table, _fingerprint(table))
+
+
+def _rows(table: pa.Table) -> Iterator[tuple[str, str, float, float, str]]:
+    """``(key, ytid, start, end, labels)`` tuples, converted a batch at a time."""
+    for batch in table.select(list(_COLUMNS)).to_batches(max_chunksize=1 << 16):
+        yield from zip(*(col.to_pylist() for col in batch.columns), strict=True)
+
+
+def _register(manifest: Manifest, plan: _Plan) -> None:
+    """Record every segment of the plan in the manifest, unless the manifest already holds
+    exactly this list (same fingerprint, nothing changed since)."""
+    if manifest.segments_fingerprint() == plan.fingerprint:
+        logger.info("%d segments already registered in %s", len(plan), manifest.path.name)
+        return
+    new, relabelled = manifest.add_segments(_rows(plan.table), fingerprint=plan.fingerprint)
+    if relabelled:
+        logger.warning(
+            "%d cached clips carry other labels in this list than when they were fetched; "
+            "their stored targets keep the old labels", relabelled)
+    # fold the registration into the database file now, not at the end of a long run
+    manifest.checkpoint(truncate=True)
+    logger.info("%d segments registered (%d new in the manifest)", len(plan), new)
+
+
+def _statuses(manifest: Manifest, keys: pa.Array) -> tuple[np.ndarray, pd.DataFrame]:
+    """The status of each key (``_PENDING``, ``_OK``, ``_FAILED``) and the failed rows among
+    them (``key, reason, permanent, attempts`` and ``pos``, the row in ``keys``).
+
+    Reads the smaller of the ``ok`` and ``pending`` key sets (as one text, not a Python
+    object per key) and the failed rows, and finds them all in ``keys`` with one hash lookup.
+    Every key must be registered.
+    """
+    counts = manifest.counts()
+    failed = manifest.failed()
+    read_ok = counts["ok"] <= counts["pending"]
+    if (counts["ok"] if read_ok else counts["pending"]) == 0 and failed.empty:
+        return np.full(len(keys), _OK if counts["ok"] else _PENDING, np.int8), failed.assign(
+            pos=np.zeros(0, np.int64))
+    some = manifest.keys_with_status("ok" if read_ok else "pending")
+    probe = pa.concat_arrays([some, pa.array(failed["key"], pa.string())])
+    pos = pc.index_in(probe, value_set=keys).to_numpy(zero_copy_only=False)
+    pos_some, pos_failed = pos[: len(some)], pos[len(some):]
+    codes = np.full(len(keys), _PENDING if read_ok else _OK, np.int8)
+    pos_some = pos_some[~np.isnan(pos_some)].astype(np.int64)
+    codes[pos_some] = _OK if read_ok else _PENDING
+    inside = ~np.isnan(pos_failed)
+    failed = failed[inside].assign(pos=pos_failed[inside].astype(np.int64))
+    codes[failed["pos"].to_numpy()] = _FAILED
+    return codes, failed.sort_values("pos").reset_index(drop=True)
+
+
+def _items(table: pa.Table, rows: np.ndarray, chunk: int = 4096) -> Iterator[_Item]:
+    """The work items of ``rows``, made a chunk at a time as the run needs them."""
+    for lo in range(0, len(rows), chunk):
+        part = table.take(pa.array(rows[lo: lo + chunk]))
+        cols = [part[c].to_pylist() for c in _COLUMNS]
+        for k, y, s, e, lab in zip(*cols, strict=True):
+            yield _Item(k, y, s, e, lab)
+
+
+# -- the download -------------------------------------------------------------------------------
 def download(
     split: str | None = None,
     *,
@@ -341,15 +573,16 @@ def download(
     cookiefile: PathLike | None = None,
     cookies_from_browser: str | None = None,
     fetcher: ClipFetcher | None = None,
-    batch_size: int = 32,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     shard_size: int = 1000,
-    flush_interval: float = 30.0,
+    flush_interval: float = DEFAULT_FLUSH_INTERVAL,
     limit: int | None = None,
     check_space: bool = True,
     accept_new_upstream: bool = False,
     progress: bool = True,
     label_index: LabelIndex | None = None,
     task_timeout: float | None = None,
+    dry_run: bool = False,
 ) -> DownloadReport:
     """Download the clips of a split (or any segment list) into the resumable HDF5 cache.
 
@@ -367,30 +600,52 @@ def download(
         Address of a video, with ``{ytid}``; point it at a mirror.
     fmt
         ``"pcm16"`` (raw int16 rows, PANNs-compatible) or a compact ``"flac"``/``"opus"``.
+    workers
+        Clips fetched at once: worker processes of a :class:`~audioset_data.clip.ClipWorkerPool`.
     executor
-        Any :class:`concurrent.futures.Executor` (e.g. a Dask client's ``get_executor()``);
-        default: a thread pool of ``workers``.
+        Any :class:`concurrent.futures.Executor` (e.g. a Dask client's ``get_executor()``)
+        instead of the worker processes; it owns its tasks, so a clip past ``task_timeout``
+        is given up but not stopped.
     shard
         ``"I/N"``: only this job's part of the list, for cluster job arrays; join the parts
         with :func:`merge`.
     retry_failed
         Retry every failed clip, permanent ones included.
+    max_attempts
+        Tries per clip and run for transient failures, and for a video that keeps answering
+        429/403 while other clips arrive (it then fails with that reason, and the next run
+        tries again).
+    breaker
+        The circuit breaker for a throttled client (see :class:`CircuitBreaker`).
+    batch_size, flush_interval
+        Flush policy: finished clips are published (one small HDF5 file and one manifest
+        transaction) every ``batch_size`` clips or when the oldest has waited
+        ``flush_interval`` seconds. A kill -9 loses at most these clips and those in flight.
+    shard_size
+        Clips per compacted HDF5 shard.
     task_timeout
-        Seconds after which a clip task that has not answered counts as a transient
-        ``timeout`` (default: twice the fetcher's socket plus ffmpeg timeouts, plus a minute),
-        so an executor that loses a task cannot hang the run.
+        Hard wall-clock limit of one clip attempt, in seconds: its worker process (with its
+        ffmpeg) is killed and the attempt counts as a transient ``timeout``. Default: twice
+        the fetcher's socket plus ffmpeg timeouts, plus a minute.
+    dry_run
+        Register the list and plan the run, then stop before fetching anything: the report
+        gives the counts and ``to_fetch``.
 
     Returns
     -------
     DownloadReport
         Totals, failures by reason and a per-class table (also written as ``report.csv`` and
-        ``failures.csv`` in the cache folder).
+        ``failures.csv`` in the cache folder, also when the run stops early with an error or
+        Ctrl-C).
 
     Raises
     ------
     ConfigError
         Bad settings. ``CacheError``: the cache folder is locked by another run, was made with
         other settings, or the disk is too small (``check_space=False`` skips that check).
+    DownloadError
+        The client stays throttled (see :class:`CircuitBreaker`); clips not yet decided stay
+        pending, with the attempts and the last reason recorded.
     """
     t0 = time.monotonic()
     fmt = check_format(fmt)
@@ -400,6 +655,10 @@ def download(
         raise ConfigError("max_attempts must be at least 1")
     if rate_limit is not None and not rate_limit > 0:
         raise ConfigError(f"rate_limit={rate_limit!r} must be a positive number of requests/s")
+    if not flush_interval >= 0:
+        raise ConfigError(f"flush_interval={flush_interval!r} must be a number of seconds >= 0")
+    if task_timeout is not None and not task_timeout > 0:
+        raise ConfigError(f"task_timeout={task_timeout!r} must be a positive number of seconds")
     if split is None and segments is None:
         split = "balanced"
     part = ShardSpec.parse(shard) if shard is not None else None
@@ -407,18 +666,12 @@ def download(
                                            accept_new_upstream=accept_new_upstream)
     name, table = _resolve_segments(split, segments, root, csv_base_url, accept_new_upstream,
                                     index)
-    for ytid in table["ytid"]:
-        validate_ytid(ytid)
-    table["key"] = [clip_key(y, s) for y, s in zip(table["ytid"], table["start"], strict=True)]
-    table = _merge_duplicates(table)
-    if part is not None:
-        table = table[[part.owns(k) for k in table["key"]]]
-    if limit is not None:
-        table = table.iloc[:limit]
+    plan = _plan(table, part, limit)
     folder = cache_dir(name, root)
     clip_samples = int(round(sample_rate * clip_seconds))
     manifest_name = f"manifest.{part.tag}.sqlite" if part else MANIFEST_NAME
     prefix = f"{part.tag}-" if part else ""
+    suffix = f".{part.tag}" if part else ""
 
     if fetcher is None:
         fetcher = ClipFetcher(
@@ -428,6 +681,7 @@ def download(
         )
     elif fetcher.sample_rate != sample_rate:
         raise ConfigError(f"fetcher decodes at {fetcher.sample_rate} Hz, cache wants {sample_rate}")
+    limit_s = task_timeout or 2 * (fetcher.socket_timeout + fetcher.ffmpeg_timeout) + 60
 
     folder.mkdir(parents=True, exist_ok=True)
     with _FolderLock(folder / f".{prefix}lock"):
@@ -435,14 +689,7 @@ def download(
                                  clip_samples=clip_samples, label_mids=index.mids,
                                  name=manifest_name)
         try:
-            new, relabelled = manifest.add_segments(
-                zip(table["key"], table["ytid"], table["start"], table["end"], table["labels"],
-                    strict=True)
-            )
-            if relabelled:
-                logger.warning(
-                    "%d cached clips carry other labels in this list than when they were "
-                    "fetched; their stored targets keep the old labels", relabelled)
+            _register(manifest, plan)
             # the writer's constructor reconciles the folder with the manifest (adopts clips
             # the manifest lost, sends clips of missing or damaged files back to pending), so
             # it must exist before the statuses are read
@@ -450,42 +697,53 @@ def download(
                                  clip_samples=clip_samples, label_mids=index.mids,
                                  batch_size=batch_size, shard_size=shard_size,
                                  flush_interval=flush_interval, prefix=prefix)
-            status = table.merge(manifest.statuses(), on="key", how="left", validate="1:1")
-            logger.info("%s: %d segments (%d new in the manifest)", name, len(table), new)
-            todo_mask = status["status"].eq("pending") | (
-                status["status"].eq("failed") & (retry_failed | status["permanent"].eq(0))
-            )
-            todo = status[todo_mask]
+            codes, failed = _statuses(manifest, plan.table["key"])
+            todo_mask = codes == _PENDING
+            retry = failed if retry_failed else failed[~failed["permanent"]]
+            todo_mask[retry["pos"].to_numpy()] = True
+            todo = np.flatnonzero(todo_mask)
+            logger.info("%s: %d segments, %d to fetch", name, len(plan), len(todo))
             if check_space:
                 _check_space(folder, len(todo), fmt, sample_rate, clip_seconds)
-            items = [
-                _Item(k, y, float(s), float(e), lab)
-                for k, y, s, e, lab in zip(todo["key"], todo["ytid"], todo["start"],
-                                           todo["end"], todo["labels"], strict=True)
-            ]
+            if dry_run:
+                return _summary(folder, plan, codes, failed, time.monotonic() - t0, len(todo))
             run = _Run(
                 manifest=manifest, writer=writer, fetcher=fetcher, fmt=fmt, index=index,
                 max_attempts=max_attempts, backoff=backoff,
                 limiter=RateLimiter(rate_limit), breaker=breaker or CircuitBreaker(),
-                task_timeout=task_timeout or 2 * (fetcher.socket_timeout + fetcher.ffmpeg_timeout)
-                + 60,
+                tick=min(1.0, max(0.05, flush_interval / 4)),
             )
             own_executor = executor is None
-            pool = executor or ThreadPoolExecutor(max_workers=max(1, workers),
-                                                  thread_name_prefix="audioset-dl")
+            if own_executor and len(todo):
+                pool: Executor = ClipWorkerPool(max(1, min(workers, len(todo))),
+                                                time_limit=limit_s, shared=(fetcher,))
+            elif own_executor:
+                pool = _NoExecutor()
+            else:
+                pool = executor
+                if isinstance(pool, ThreadPoolExecutor):
+                    fetcher._prepare_worker()  # its threads share yt-dlp's start-up work
+            # a worker pool ends a clip at its own limit; another executor may lose a task
+            give_up = (pool.time_limit or limit_s) + 30 if isinstance(pool, ClipWorkerPool) \
+                else limit_s
             try:
-                run.run(items, pool, max_inflight=max(2, 2 * workers), progress=progress)
+                run.run(_items(plan.table, todo), len(todo), pool,
+                        max_inflight=max(2, 2 * workers), progress=progress, give_up=give_up)
                 writer.close()
             except BaseException:
-                if own_executor:  # return to the caller now; running fetches end on their own
+                if own_executor:  # end the workers now; nothing waits for a stuck fetch
                     pool.shutdown(wait=False, cancel_futures=True)
+                run.abort()
+                _write_reports_quietly(manifest, folder, plan, index, run, suffix)
                 raise
             if own_executor:
                 pool.shutdown(wait=True)
-            report = _report(manifest, folder, table, index, run, time.monotonic() - t0,
-                             suffix=f".{part.tag}" if part else "")
-            manifest.finish()
+            codes, failed = _statuses(manifest, plan.table["key"])
+            report = _report(folder, plan, codes, failed, index, run, time.monotonic() - t0,
+                             len(todo), suffix=suffix)
         finally:
+            with contextlib.suppress(Exception):
+                manifest.finish()
             manifest.close()
     return report
 
@@ -495,7 +753,7 @@ class _Run:
 
     def __init__(self, *, manifest: Manifest, writer: CacheWriter, fetcher: ClipFetcher,
                  fmt: str, index: LabelIndex, max_attempts: int, backoff: float,
-                 limiter: RateLimiter, breaker: CircuitBreaker, task_timeout: float):
+                 limiter: RateLimiter, breaker: CircuitBreaker, tick: float = 1.0):
         self.manifest = manifest
         self.writer = writer
         self.fetcher = fetcher
@@ -503,75 +761,123 @@ class _Run:
         self.index = index
         self.max_attempts = max_attempts
         self.max_throttled = 3 * max_attempts
-        self.task_timeout = task_timeout
         self.backoff = backoff
         self.limiter = limiter
         self.breaker = breaker
+        self.tick = tick
         self.fetched = 0
         self.failed = 0
         self.unknown_labels: Counter[str] = Counter()
+        #: clips attempted in this run and not yet decided (their attempts are not recorded)
+        self.open: dict[str, _Item] = {}
         self._rng = random.Random()
+        self._checkpointed = time.monotonic()
 
-    def run(self, items: list[_Item], pool: Executor, max_inflight: int, progress: bool) -> None:
-        queue: deque[_Item] = deque(items)
+    def run(self, items: Iterator[_Item], total: int, pool: Executor, max_inflight: int,
+            progress: bool, give_up: float) -> None:
+        """Fetch every item; return when each is cached or failed."""
+        fresh = iter(items)
+        queue: deque[_Item] = deque()  # retries that are due
         retry: list[tuple[float, int, _Item]] = []
         inflight: dict[Future, _Item] = {}
-        started: dict[Future, float] = {}
+        submitted: dict[Future, float] = {}
+        running: dict[Future, float] = {}  # since when the executor says a task runs
         seq = 0
-        bar = tqdm(total=len(items), unit="clip", desc="download", disable=not progress,
+        bar = tqdm(total=total, unit="clip", desc="download", disable=not progress,
                    dynamic_ncols=True)
         try:
-            while queue or retry or inflight:
+            while True:
                 now = time.monotonic()
                 while retry and retry[0][0] <= now:
-                    queue.appendleft(heapq.heappop(retry)[2])
-                while queue and len(inflight) < max_inflight and not self.breaker.is_open(now):
+                    queue.append(heapq.heappop(retry)[2])
+                while len(inflight) < max_inflight and not self.breaker.is_open(now):
+                    item = queue.popleft() if queue else next(fresh, None)
+                    if item is None:
+                        break
                     self.limiter.acquire()
-                    item = queue.popleft()
-                    fut = pool.submit(_fetch_task, self.fetcher, item.ytid, item.start,
+                    fut = pool.submit(fetch_task, self.fetcher, item.ytid, item.start,
                                       item.end, self.fmt)
                     inflight[fut] = item
-                    started[fut] = time.monotonic()
+                    submitted[fut] = time.monotonic()
                 if not inflight:
+                    if not queue and not retry:
+                        nxt = next(fresh, None)
+                        if nxt is None:
+                            break
+                        queue.appendleft(nxt)  # held back by the breaker
                     wake = [retry[0][0]] if retry else []
                     if self.breaker.is_open(now):
                         wake.append(self.breaker.open_until)
-                    time.sleep(min(1.0, max(0.01, min(wake, default=now) - now)))
-                    self.writer.flush_if_stale()
+                    time.sleep(min(self.tick, max(0.01, min(wake, default=now) - now)))
+                    self._housekeeping()
                     continue
-                done, _ = wait(list(inflight), timeout=1.0, return_when=FIRST_COMPLETED)
+                done, _ = wait(list(inflight), timeout=self.tick, return_when=FIRST_COMPLETED)
                 now = time.monotonic()
-                stuck = [f for f in inflight if f not in done
-                         and now - started[f] > self.task_timeout]
+                for f in inflight:
+                    if f not in running and f.running():
+                        running[f] = now
+                # a task runs at most give_up seconds; one that never starts gets twice that
+                stuck = [f for f in inflight if f not in done and (
+                    now - running[f] > give_up if f in running
+                    else now - submitted[f] > 2 * give_up)]
                 for fut in [*done, *stuck]:
                     item = inflight.pop(fut)
-                    del started[fut]
+                    del submitted[fut]
+                    running.pop(fut, None)
                     if fut in done:
                         requeue = self._handle(fut, item)
                     else:  # an executor that never answers must not hang the run
                         fut.cancel()
                         requeue = self._record(item, "timeout", False,
-                                               f"no result after {self.task_timeout:.0f} s")
+                                               f"no result after {give_up:.0f} s")
                     if requeue is None:
                         bar.update(1)
                         bar.set_postfix(ok=self.fetched, failed=self.failed, refresh=False)
                     else:
                         seq += 1
                         heapq.heappush(retry, (time.monotonic() + requeue, seq, item))
-                self.writer.flush_if_stale()
+                self._housekeeping()
         except BaseException:
-            for fut in inflight:
-                fut.cancel()
-            # keep every clip that already arrived
-            self.writer.flush()
+            for fut, item in inflight.items():
+                if not fut.cancel():  # it had started: that was an attempt
+                    item.attempts += 1
+                    if item.reason is None:
+                        item.reason = "interrupted"
+                        item.detail = "the run stopped during this attempt"
+                    self.open[item.key] = item
             raise
         finally:
             bar.close()
+
+    def _housekeeping(self) -> None:
+        self.writer.flush_if_stale()
+        if time.monotonic() - self._checkpointed >= CHECKPOINT_INTERVAL:
+            self.manifest.checkpoint()
+            self._checkpointed = time.monotonic()
+
+    def abort(self) -> None:
+        """After a stop: publish the clips that arrived, and record the attempts and last
+        reason of the clips left undecided (they stay pending, or failed from an earlier
+        run)."""
+        try:
+            self.writer.flush()
+        except Exception as exc:  # noqa: BLE001 - the stop's own error is the one to raise
+            logger.warning("could not publish the clips that arrived before the stop: %s", exc)
+        rows = [(it.key, it.attempts, it.reason, it.detail) for it in self.open.values()
+                if it.attempts]
+        if rows:
+            try:
+                self.manifest.record_attempts(rows)
+            except Exception as exc:  # noqa: BLE001
+                logger.warning("could not record the attempts of %d clips: %s", len(rows), exc)
+        self.open.clear()
 
     def _handle(self, fut: Future, item: _Item) -> float | None:
         """Record one finished attempt; return a delay when the clip should be retried."""
         try:
             kind, payload = fut.result()
+        except ClipFailure as exc:  # the worker pool's time limit, a worker that died
+            kind, payload = "failed", (exc.reason, bool(exc.permanent), str(exc.detail or exc))
         except Exception as exc:  # noqa: BLE001 - a worker crash must not stop the run
             kind, payload = "failed", ("worker_error", False, f"{type(exc).__name__}: {exc}")
         if kind != "ok":
@@ -581,20 +887,31 @@ class _Run:
         target = _targets(item.labels, self.index, self.unknown_labels)
         self.writer.add(item.key, item.ytid, item.start, item.end, audio, length, target,
                         attempts=item.attempts)
+        self.open.pop(item.key, None)
         self.breaker.success()
         self.fetched += 1
+        logger.debug("%s fetched", item.key)
         return None
 
     def _record(self, item: _Item, reason: str, permanent: bool, detail: str) -> float | None:
         """Record one failed attempt; return a delay when the clip should be retried."""
         item.attempts += 1
+        item.reason, item.detail = reason, detail
+        self.open[item.key] = item
         now = time.monotonic()
         if reason in THROTTLE_REASONS:
-            # throttling says nothing about the clip: pause (breaker) and retry it later,
-            # within a larger budget so one video that always answers 403 still ends
-            self.breaker.throttled(now)
+            if item.throttled and self.breaker.successes > item.success_mark:
+                if not item.refuses:
+                    logger.info("%s keeps answering %s while other clips arrive: this video "
+                                "refuses, the client is not throttled", item.key, reason)
+                item.refuses = True
             item.throttled += 1
-            if item.throttled <= self.max_throttled:
+            item.success_mark = self.breaker.successes
+            if not item.refuses:
+                # may pause every worker, or stop the run when the client stays throttled
+                self.breaker.throttled(now, item.ytid)
+            budget = self.max_attempts if item.refuses else self.max_throttled + 1
+            if item.throttled < budget:
                 delay = self.backoff * 2 ** min(item.throttled - 1, 6)
                 delay *= self._rng.uniform(0.5, 1.5)
                 if self.breaker.is_open(now):
@@ -607,9 +924,27 @@ class _Run:
                 logger.info("%s: %s, retry %d in %.1f s", item.key, reason, item.failures, delay)
                 return delay
         self.manifest.mark_failed(item.key, reason, permanent, detail, attempts=item.attempts)
+        self.open.pop(item.key, None)
         logger.info("%s failed (%s): %s", item.key, reason, detail[:200])
         self.failed += 1
         return None
+
+
+def _targets(labels: str, index: LabelIndex, unknown: Counter[str]) -> np.ndarray:
+    target = np.zeros(len(index), dtype=bool)
+    for mid in labels.split(","):
+        if mid in index:
+            target[index.index(mid)] = True
+        elif mid:
+            unknown[mid] += 1
+    return target
+
+
+class _NoExecutor(Executor):
+    """Stands in for the worker pool of a run with nothing to fetch."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future:
+        raise RuntimeError("this run has nothing to fetch")
 
 
 class _FolderLock:
@@ -649,42 +984,81 @@ def _check_space(folder: Path, n: int, fmt: str, sample_rate: int, clip_seconds:
         )
 
 
-def _report(manifest: Manifest, folder: Path, table: pd.DataFrame, index: LabelIndex,
-            run: _Run, elapsed: float, suffix: str = "") -> DownloadReport:
-    status = table.merge(manifest.statuses(), on="key", how="left", validate="1:1")
-    counts = status["status"].value_counts()
-    failed = status[status["status"] == "failed"]
-    by_reason = {str(k): int(v) for k, v in failed["reason"].value_counts().items()}
-    per_class = _per_class(status, index)
-    per_class.to_csv(folder / f"report{suffix}.csv", index=False)
-    failed[["key", "ytid", "start", "end", "reason", "permanent", "attempts"]].to_csv(
-        folder / f"failures{suffix}.csv", index=False)
-    if run.unknown_labels:
-        logger.warning("labels not in the label index were ignored: %s",
-                       dict(run.unknown_labels.most_common(5)))
+# -- reports ------------------------------------------------------------------------------------
+def _summary(folder: Path, plan: _Plan, codes: np.ndarray, failed: pd.DataFrame,
+             elapsed: float, to_fetch: int, run: _Run | None = None) -> DownloadReport:
+    counts = np.bincount(codes, minlength=3)
+    reasons = failed["reason"].fillna("unknown").value_counts()
     return DownloadReport(
-        folder=folder, requested=len(status), ok=int(counts.get("ok", 0)),
-        failed=int(counts.get("failed", 0)), pending=int(counts.get("pending", 0)),
-        fetched_now=run.fetched, failed_now=run.failed, elapsed_s=elapsed,
-        by_reason=by_reason, per_class=per_class, report_path=folder / f"report{suffix}.csv",
+        folder=folder, requested=len(plan), ok=int(counts[_OK]), failed=int(counts[_FAILED]),
+        pending=int(counts[_PENDING]), fetched_now=run.fetched if run else 0,
+        failed_now=run.failed if run else 0, elapsed_s=elapsed,
+        by_reason={str(k): int(v) for k, v in reasons.items()}, to_fetch=to_fetch,
     )
 
 
-def _per_class(status: pd.DataFrame, index: LabelIndex) -> pd.DataFrame:
-    """Per label: requested, cached, failed, and failures by reason."""
-    exploded = status.assign(mid=status["labels"].str.split(",")).explode("mid")
-    exploded = exploded[exploded["mid"].isin(set(index.mids))]
-    table = pd.crosstab(exploded["mid"], exploded["status"])
-    reasons = pd.crosstab(exploded["mid"], exploded["reason"].fillna("")).drop(
-        columns=[""], errors="ignore").add_prefix("failed_")
-    out = index.to_frame().set_index("mid")
-    out["requested"] = exploded.groupby("mid").size()
-    for col in ("ok", "failed", "pending"):
-        out[col] = table[col] if col in table else 0
-    out = out.join(reasons)
-    num = [c for c in out.columns if c not in ("index", "display_name")]
-    out[num] = out[num].fillna(0).astype(int)
-    out = out.rename(columns={"ok": "cached"}).reset_index()
+def _report(folder: Path, plan: _Plan, codes: np.ndarray, failed: pd.DataFrame,
+            index: LabelIndex, run: _Run, elapsed: float, to_fetch: int,
+            suffix: str = "") -> DownloadReport:
+    """The run's report; writes ``report.csv`` (per class) and ``failures.csv``."""
+    report = _summary(folder, plan, codes, failed, elapsed, to_fetch, run)
+    report.per_class = _per_class(plan.table["labels"], codes, failed, index)
+    report.report_path = folder / f"report{suffix}.csv"
+    report.per_class.to_csv(report.report_path, index=False)
+    rows = plan.table.select(["ytid", "start", "end"]).take(pa.array(failed["pos"].to_numpy()))
+    failures = pd.DataFrame({
+        "key": failed["key"].to_numpy(), "ytid": rows["ytid"].to_pylist(),
+        "start": rows["start"].to_numpy(), "end": rows["end"].to_numpy(),
+        "reason": failed["reason"].to_numpy(), "permanent": failed["permanent"].to_numpy(),
+        "attempts": failed["attempts"].to_numpy(),
+    })
+    failures.to_csv(folder / f"failures{suffix}.csv", index=False)
+    if run.unknown_labels:
+        logger.warning("labels not in the label index were ignored: %s",
+                       dict(run.unknown_labels.most_common(5)))
+    return report
+
+
+def _write_reports_quietly(manifest: Manifest, folder: Path, plan: _Plan, index: LabelIndex,
+                           run: _Run, suffix: str) -> None:
+    """Write the reports of a run that stopped early; never raise over the stop's error."""
+    try:
+        codes, failed = _statuses(manifest, plan.table["key"])
+        _report(folder, plan, codes, failed, index, run, 0.0, 0, suffix=suffix)
+        logger.info("reports of the stopped run written to %s", folder)
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("could not write the reports of the stopped run: %s", exc)
+
+
+def _per_class(labels: pa.Array, codes: np.ndarray, failed: pd.DataFrame,
+               index: LabelIndex) -> pd.DataFrame:
+    """Per label: requested, cached, failed, pending, and failures by reason."""
+    lists = pc.split_pattern(labels, ",")
+    parent = pc.list_parent_indices(lists).to_numpy()
+    mid = pc.index_in(pc.list_flatten(lists), value_set=pa.array(index.mids, pa.string()))
+    mid = pc.fill_null(mid, -1).to_numpy().astype(np.int64)
+    keep = mid >= 0
+    mid, parent = mid[keep], parent[keep]
+    n = len(index)
+    by_status = np.bincount(mid * 3 + codes[parent], minlength=3 * n).reshape(n, 3)
+    reason_names = sorted(set(failed["reason"].fillna("unknown")))
+    row_reason = np.full(len(codes), -1, np.int64)
+    lookup = {r: i for i, r in enumerate(reason_names)}
+    row_reason[failed["pos"].to_numpy()] = [lookup[r] for r in failed["reason"].fillna("unknown")]
+    r = row_reason[parent]
+    has = r >= 0
+    by_reason = np.bincount(mid[has] * max(1, len(reason_names)) + r[has],
+                            minlength=n * max(1, len(reason_names)))
+    by_reason = by_reason.reshape(n, max(1, len(reason_names)))
+    frame = index.to_frame()
+    out = pd.DataFrame({"mid": frame["mid"], "index": frame["index"],
+                        "display_name": frame["display_name"]})
+    out["requested"] = by_status.sum(axis=1)
+    out["cached"] = by_status[:, _OK]
+    out["failed"] = by_status[:, _FAILED]
+    out["pending"] = by_status[:, _PENDING]
+    for j, reason in enumerate(reason_names):
+        out[f"failed_{reason}"] = by_reason[:, j]
     return out[out["requested"] > 0].reset_index(drop=True)
 
 

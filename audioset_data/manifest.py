@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .config import PathLike
 from .errors import CacheError
@@ -94,6 +96,21 @@ def check_file_name(name: object, manifest: PathLike | None = None) -> str:
         where = f" in manifest {str(manifest)!r}" if manifest else ""
         raise CacheError(f"file name {name!r}{where} is not a plain cache file name (*.h5)")
     return name
+
+
+#: Meta key of the fingerprint of the registered segment list (see ``add_segments``).
+_FINGERPRINT = "segments_fingerprint"
+#: Triggers that forget the fingerprint when anything adds, removes or changes a segment row.
+_LIST_TRIGGERS = ("clips_list_insert", "clips_list_update", "clips_list_delete")
+_LIST_TRIGGER_SQL = (
+    "CREATE TRIGGER IF NOT EXISTS clips_list_insert AFTER INSERT ON clips "
+    "BEGIN DELETE FROM meta WHERE key = 'segments_fingerprint'; END",
+    "CREATE TRIGGER IF NOT EXISTS clips_list_update "
+    "AFTER UPDATE OF key, ytid, start, end_, labels ON clips "
+    "BEGIN DELETE FROM meta WHERE key = 'segments_fingerprint'; END",
+    "CREATE TRIGGER IF NOT EXISTS clips_list_delete AFTER DELETE ON clips "
+    "BEGIN DELETE FROM meta WHERE key = 'segments_fingerprint'; END",
+)
 
 
 def clip_key(ytid: str, start: float) -> str:
@@ -173,12 +190,26 @@ class Manifest:
 
     def finish(self) -> None:
         """Fold the write-ahead log into the database file (the cache is then one plain file
-        per manifest, readable from read-only media and safe to copy). Skipped while another
-        connection (a reader) has the database open."""
+        per manifest, readable from read-only media and safe to copy). While another
+        connection (a reader) has the database open the file stays in WAL mode, but
+        everything committed is still copied into it."""
         try:
             self._conn.execute("PRAGMA journal_mode=DELETE")
         except sqlite3.OperationalError as exc:
             logger.debug("manifest %s stays in WAL mode: %s", self.path, exc)
+            self.checkpoint(truncate=True)
+
+    def checkpoint(self, truncate: bool = False) -> bool:
+        """Copy what the write-ahead log holds into the database file, so that file alone
+        (``manifest.sqlite`` without ``-wal``) has every committed change; ``truncate`` also
+        empties the log. Returns False when a reader kept part of the log from being copied."""
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        try:
+            busy, _, _ = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+        except sqlite3.OperationalError as exc:
+            logger.debug("manifest %s: checkpoint skipped: %s", self.path, exc)
+            return False
+        return not busy
 
     def close(self) -> None:
         """Close the database connection."""
@@ -231,14 +262,21 @@ class Manifest:
 
     # -- segments ---------------------------------------------------------------------------
     def add_segments(
-        self, rows: Iterable[tuple[str, str, float, float, str]]
+        self, rows: Iterable[tuple[str, str, float, float, str]], fingerprint: str | None = None
     ) -> tuple[int, int]:
         """Register ``(key, ytid, start, end, labels)`` rows as pending.
 
         Known segments keep their status; the labels of those not yet cached follow the list.
+        ``fingerprint`` (a digest of ``rows``) is stored with them: while
+        :meth:`segments_fingerprint` returns it, every row is registered exactly so, and
+        registering the same list again can be skipped. Any later change to the segment rows
+        (new, removed or relabelled segments, by any writer) forgets it.
         Returns ``(new rows, cached rows whose stored labels differ from the list)``.
         """
         with self.transaction() as conn:
+            for trigger in _LIST_TRIGGERS:  # recreated below; not fired for every row here
+                conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+            conn.execute("DELETE FROM meta WHERE key = ?", (_FINGERPRINT,))
             conn.execute("CREATE TEMP TABLE incoming (key TEXT PRIMARY KEY, ytid TEXT, "
                          "start REAL, end_ REAL, labels TEXT)")
             try:
@@ -260,7 +298,16 @@ class Manifest:
                 new = conn.total_changes - before
             finally:
                 conn.execute("DROP TABLE temp.incoming")
+            for statement in _LIST_TRIGGER_SQL:
+                conn.execute(statement)
+            if fingerprint is not None:
+                conn.execute("INSERT INTO meta VALUES (?, ?)", (_FINGERPRINT, fingerprint))
         return new, changed
+
+    def segments_fingerprint(self) -> str | None:
+        """The fingerprint given to the last :meth:`add_segments`, while it still describes
+        the registered rows (None once anything changed them)."""
+        return self.get_meta(_FINGERPRINT)
 
     def statuses(self) -> pd.DataFrame:
         """``key, status, reason, permanent, attempts`` of every segment (the columns resume
@@ -296,6 +343,39 @@ class Manifest:
             )
             if cur.rowcount != 1:
                 raise CacheError(f"segment {key!r} is not in manifest {str(self.path)!r}")
+
+    def record_attempts(self, rows: Iterable[tuple[str, int, str | None, str | None]]) -> None:
+        """Add ``(key, attempts, reason, detail)`` to segments that are not cached, leaving
+        their status as it is (a run that stopped before it decided about them). A None reason
+        or detail keeps the stored one."""
+        now = time.time()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE clips SET attempts=attempts+?, reason=COALESCE(?, reason), "
+                "detail=COALESCE(?, detail), updated=? WHERE key=? AND status != 'ok'",
+                [(int(n), reason, None if detail is None else detail[:2000], now, key)
+                 for key, n, reason, detail in rows],
+            )
+
+    def keys_with_status(self, status: str) -> pa.Array:
+        """Keys of every segment with ``status``, as an Arrow string array (read as one
+        text, not a Python object per row: millions of keys take a fraction of a second)."""
+        if status not in STATUSES:
+            raise CacheError(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        text = self._conn.execute(
+            "SELECT group_concat(key, char(10)) FROM clips WHERE status = ?", (status,)
+        ).fetchone()[0]
+        if not text:
+            return pa.array([], pa.string())
+        return pc.split_pattern(pa.array([text]), "\n")[0].values
+
+    def failed(self) -> pd.DataFrame:
+        """``key, reason, permanent, attempts`` of every failed segment."""
+        cols = ["key", "reason", "permanent", "attempts"]
+        rows = self._conn.execute(
+            "SELECT key, reason, permanent, attempts FROM clips WHERE status = 'failed'"
+        ).fetchall()
+        return pd.DataFrame(rows, columns=cols).astype({"permanent": bool, "attempts": int})
 
     def commit_batch(
         self,

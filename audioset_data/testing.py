@@ -28,7 +28,9 @@ class Behaviour:
 
     ``statuses`` are answered (one per request, in order) before the file is served;
     ``stall_s`` sleeps before answering; ``truncate_at`` announces the full length but stops
-    sending after that many bytes of the body.
+    sending after that many bytes of the body; ``trickle_bytes_per_s`` sends the body one byte
+    at a time at that rate (a server that stalls without ever going silent long enough for a
+    socket timeout).
     """
 
     statuses: list[int] = field(default_factory=list)
@@ -37,6 +39,7 @@ class Behaviour:
     #: answer ``until_status`` to every request until this ``time.monotonic()`` instant
     until: float | None = None
     until_status: int = 429
+    trickle_bytes_per_s: float | None = None
 
 
 class LoopbackServer:
@@ -150,17 +153,20 @@ class LoopbackServer:
                 limit = len(body)
                 if beh and beh.truncate_at is not None:
                     limit = min(limit, max(0, beh.truncate_at - start))
-                self._send(path, body[:limit])
+                self._send(path, body[:limit], beh)
                 if limit < len(body):
                     self.close_connection = True
 
-            def _send(self, path: str, body: bytes) -> None:
+            def _send(self, path: str, body: bytes, beh: Behaviour | None = None) -> None:
                 pace = server.pace_bytes_per_s
+                chunk = server.chunk
+                if beh is not None and beh.trickle_bytes_per_s:
+                    pace, chunk = beh.trickle_bytes_per_s, 1
                 t0 = time.monotonic()
                 sent = 0
                 try:
-                    for i in range(0, len(body), server.chunk):
-                        piece = body[i : i + server.chunk]
+                    for i in range(0, len(body), chunk):
+                        piece = body[i : i + chunk]
                         self.wfile.write(piece)
                         sent += len(piece)
                         with server._lock:

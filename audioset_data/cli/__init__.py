@@ -1,7 +1,8 @@
 """The ``audioset`` command: a thin argparse layer over the library functions.
 
 Each sub-command lives in its own module with a ``register(subparsers)`` function; errors the
-library raises on purpose are printed as one line and exit with status 2.
+library raises on purpose are printed as one line and exit with status 2, and Ctrl-C prints one
+line and exits with status 130.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AudioSetError as exc:
         print(f"audioset: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("audioset: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         return 0
 

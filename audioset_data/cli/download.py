@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import add_root_options
+
+#: The flush policy's defaults, as :mod:`audioset_data.download` sets them (not imported here,
+#: so that building the parser stays quick for every command).
+FLUSH_DEFAULTS = {"batch_size": 8, "flush_interval": 2.0}
+
+#: What Ctrl-C during a download prints (and exit status 130).
+INTERRUPTED = ("audioset: interrupted: the clips finished so far are kept; run the same "
+               "command again to resume")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +39,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cookies", help="cookies.txt for 'Sign in to confirm you're not a bot'")
     p.add_argument("--cookies-from-browser", help="read cookies from this browser (e.g. firefox)")
     p.add_argument("--shard-size", type=int, default=1000, help="clips per HDF5 shard")
+    p.add_argument("--batch-size", type=int, default=FLUSH_DEFAULTS["batch_size"],
+                   help="publish finished clips every N clips (default %(default)s): a kill -9 "
+                        "loses at most these and the clips in flight")
+    p.add_argument("--flush-interval", type=float, default=FLUSH_DEFAULTS["flush_interval"],
+                   help="... or when the oldest finished clip has waited this many seconds "
+                        "(default %(default)s)")
+    p.add_argument("--task-timeout", type=float,
+                   help="hard limit in seconds for one clip attempt; its worker is killed "
+                        "(default: 220 s)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="register the list and say what is left to fetch, fetch nothing")
     p.add_argument("--limit", type=int, help="only the first N segments of the list")
     p.add_argument("--no-space-check", action="store_true", help="skip the free-space check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -53,15 +73,25 @@ def _download(args: argparse.Namespace) -> int:
     from ..download import download
 
     split = args.split or (None if args.segments else "balanced")
-    report = download(
-        split, segments=args.segments, root=args.root, csv_base_url=args.csv_url,
-        url_template=args.url_template, sample_rate=args.sample_rate, fmt=args.fmt,
-        workers=args.workers, shard=args.shard, retry_failed=args.retry_failed,
-        max_attempts=args.max_attempts, rate_limit=args.rate_limit, cookiefile=args.cookies,
-        cookies_from_browser=args.cookies_from_browser, shard_size=args.shard_size,
-        limit=args.limit, check_space=not args.no_space_check,
-        accept_new_upstream=args.accept_new_upstream, progress=not args.no_progress,
-    )
+    try:
+        report = download(
+            split, segments=args.segments, root=args.root, csv_base_url=args.csv_url,
+            url_template=args.url_template, sample_rate=args.sample_rate, fmt=args.fmt,
+            workers=args.workers, shard=args.shard, retry_failed=args.retry_failed,
+            max_attempts=args.max_attempts, rate_limit=args.rate_limit, cookiefile=args.cookies,
+            cookies_from_browser=args.cookies_from_browser, shard_size=args.shard_size,
+            batch_size=args.batch_size, flush_interval=args.flush_interval,
+            task_timeout=args.task_timeout, limit=args.limit,
+            check_space=not args.no_space_check, accept_new_upstream=args.accept_new_upstream,
+            progress=not args.no_progress, dry_run=args.dry_run,
+        )
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+    if args.dry_run:
+        print(f"cache {report.folder}: {report.requested} segments, {report.ok} cached, "
+              f"{report.failed} failed, {report.pending} pending; {report.to_fetch} to fetch")
+        return 0
     print(report.summary())
     print(f"per-class report: {report.report_path}")
     return 0
