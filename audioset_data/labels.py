@@ -8,6 +8,7 @@ absent. Columns of every label matrix in this package follow this order.
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -52,7 +53,7 @@ class LabelIndex:
             self._pos[mid] = i
         self._by_name: dict[str, int] = {}
         for i, name in enumerate(self._names):
-            self._by_name.setdefault(name.casefold(), i)
+            self._by_name.setdefault(name.strip().casefold(), i)
         self._propagation: tuple[Ontology, sp.csr_array] | None = None
 
     @classmethod
@@ -154,15 +155,51 @@ class LabelIndex:
         """Display names in column order."""
         return self._names
 
-    def index(self, mid: str) -> int:
-        """Column of ``mid``; raise :class:`UnknownClassError` if it is not a label."""
-        try:
-            return self._pos[mid]
-        except KeyError:
-            raise UnknownClassError(f"{mid!r} is not one of the {len(self)} labels") from None
+    def index(self, key: str) -> int:
+        """Column of a mid or of a display name (case-insensitive, blanks around ignored).
+
+        >>> idx = LabelIndex(["/m/09x0r", "/m/0bt9lr"], ["Speech", "Dog"])
+        >>> idx.index("/m/0bt9lr"), idx.index("dog")
+        (1, 1)
+        >>> idx.index("Dgo")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        audioset_data.errors.UnknownClassError: 'Dgo' is not one of ...: 'Dog' (/m/0bt9lr)
+
+        Raises
+        ------
+        UnknownClassError
+            Neither a mid nor a name of a label; the message lists close names. It is also a
+            ``KeyError``.
+        """
+        found = self._pos.get(key) if isinstance(key, str) else None
+        if found is None and isinstance(key, str):
+            found = self._by_name.get(key.strip().casefold())
+        if found is None:
+            raise UnknownClassError(
+                f"{key!r} is not one of the {len(self)} labels (neither a mid nor a display "
+                f"name){self._close_names(key)}")
+        return found
+
+    def suggest(self, key: str, n: int = 3) -> list[str]:
+        """Mids of up to ``n`` labels whose display name (or mid) is close to ``key``."""
+        if not isinstance(key, str) or not key.strip():
+            return []
+        hits = [self._by_name[m] for m in difflib.get_close_matches(
+            key.strip().casefold(), list(self._by_name), n=n, cutoff=0.6)]
+        hits += [self._pos[m] for m in difflib.get_close_matches(
+            key.strip(), self._mids, n=n, cutoff=0.8) if self._pos[m] not in hits]
+        return [self._mids[i] for i in hits[:n]]
+
+    def _close_names(self, key: object) -> str:
+        """``"; close names: 'Dog' (/m/0bt9lr), ..."``, or ``""`` when nothing is close."""
+        close = self.suggest(key) if isinstance(key, str) else []
+        if not close:
+            return ""
+        return "; close names: " + ", ".join(f"{self.name(m)!r} ({m})" for m in close)
 
     def indices(self, mids: Iterable[str]) -> np.ndarray:
-        """Columns of several mids, as an int array."""
+        """Columns of several mids (or display names), as an int array."""
         return np.fromiter((self.index(m) for m in mids), dtype=np.int64)
 
     def mid(self, index: int) -> str:
@@ -179,10 +216,10 @@ class LabelIndex:
 
     def mid_of_name(self, name: str) -> str:
         """Mid of a display name (case-insensitive)."""
-        try:
-            return self._mids[self._by_name[name.casefold()]]
-        except KeyError:
-            raise UnknownClassError(f"no label is named {name!r}") from None
+        found = self._by_name.get(name.strip().casefold()) if isinstance(name, str) else None
+        if found is None:
+            raise UnknownClassError(f"no label is named {name!r}{self._close_names(name)}")
+        return self._mids[found]
 
     def to_frame(self) -> pd.DataFrame:
         """The index as a DataFrame with columns ``index, mid, display_name``."""

@@ -143,3 +143,18 @@ def test_disagreement_with_ontology(onto):
 def test_missing_file(tmp_path):
     with pytest.raises(LabelIndexError, match="does not exist"):
         LabelIndex.from_file(tmp_path / "none.csv")
+
+
+def test_index_accepts_display_names_with_suggestions(labels):
+    dog = labels.index("/m/0bt9lr")
+    assert labels.index("Dog") == labels.index("dog") == labels.index(" DOG ") == dog
+    assert labels.index("male speech, man speaking") == labels.index("/m/05zppz")
+    assert labels.name("dog") == "Dog"
+    assert labels.indices(["Dog", "/m/09x0r"]).tolist() == [dog, 0]
+    with pytest.raises(UnknownClassError, match=r"close names: 'Dog' \(/m/0bt9lr\)") as err:
+        labels.index("Dgo")
+    assert isinstance(err.value, KeyError) and "not one of the 527 labels" in str(err.value)
+    with pytest.raises(UnknownClassError, match="close names: 'Vehicle'"):
+        labels.mid_of_name("Vehicel")
+    assert "Dog" not in labels  # membership stays by mid
+    assert labels.suggest("Vehicel") == ["/m/07yv9"] and labels.suggest("zzzzzz") == []

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audioset_data import segment_parser
 from audioset_data.cli import main
 from audioset_data.errors import ChecksumMismatchError, SegmentsError
 from audioset_data.labels import LabelIndex
+from audioset_data.segment_parser import Parser
 from audioset_data.segments import (
     Segments,
-    _Parser,
     canonical_split,
     load_segments,
     split_remote,
@@ -229,10 +230,12 @@ def test_non_utf8_names_line(tiny):
 
 
 def test_missing_file_and_unknown_split(tmp_path, tiny):
-    with pytest.raises(SegmentsError, match="does not exist"):
+    with pytest.raises(SegmentsError, match="not found"):
         Segments.from_file(tmp_path / "nope.csv", label_index=tiny)
-    with pytest.raises(SegmentsError, match="neither a split"):
+    with pytest.raises(FileNotFoundError, match="not found"):  # also a FileNotFoundError
         load_segments(str(tmp_path / "nope.csv"), label_index=tiny)
+    with pytest.raises(SegmentsError, match="unknown split 'nope'"):
+        load_segments("nope", label_index=tiny)
 
 
 # ---------------------------------------------------------------------- writing back
@@ -249,7 +252,9 @@ def test_to_csv_round_trips_official_file(tmp_path, shared_data, eval_seg, index
 def test_to_csv_of_empty_selection(tmp_path, eval_seg, index):
     empty = eval_seg[np.zeros(len(eval_seg), dtype=bool)]
     out = empty.to_csv(tmp_path / "none.csv")
-    assert len(Segments.from_file(out, label_index=index)) == 0
+    assert len(Segments.from_file(out, label_index=index, allow_empty=True)) == 0
+    with pytest.raises(SegmentsError, match="no segment rows"):
+        Segments.from_file(out, label_index=index)
 
 
 # ---------------------------------------------------------------------- selection
@@ -344,7 +349,7 @@ def test_load_split_via_mirror_and_parsed_cache(mirror, data_root, monkeypatch):
     def no_parse(self, progress=None):
         raise AssertionError("parsed again although the cache is valid")
 
-    monkeypatch.setattr(_Parser, "run", no_parse)
+    monkeypatch.setattr(Parser, "run", no_parse)
     again = Segments.load("eval")
     assert mirror.requests["/csv/eval_segments.csv"] == 1
     assert (again.label_matrix != seg.label_matrix).nnz == 0
@@ -437,9 +442,7 @@ def test_cli_select_bad_class_is_one_line_error(mirror, tmp_path, capsys):
 
 
 def test_small_blocks_keep_line_numbers(shared_data, index, eval_seg, monkeypatch):
-    import audioset_data.segments as segments_module
-
-    monkeypatch.setattr(segments_module, "_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(segment_parser, "BLOCK_BYTES", 4096)
     seg = Segments.from_file(shared_data / "segments" / "eval_segments.csv", label_index=index)
     assert seg.lines.tolist() == eval_seg.lines.tolist()
     assert (seg.label_matrix != eval_seg.label_matrix).nnz == 0
@@ -457,9 +460,9 @@ def _outcome(parse):
 def _both(monkeypatch, parse):
     """Parse once with the vectorised fast path allowed and once with the regex parser only."""
     fast = _outcome(parse)
-    monkeypatch.setattr(_Parser, "fast", False)
+    monkeypatch.setattr(Parser, "fast", False)
     slow = _outcome(parse)
-    monkeypatch.setattr(_Parser, "fast", True)
+    monkeypatch.setattr(Parser, "fast", True)
     return fast, slow
 
 
@@ -484,20 +487,25 @@ def _fast_blocks(caplog) -> tuple[int, int]:
     raise AssertionError("no parser summary logged")
 
 
+def _all_fast(caplog) -> bool:
+    fast, total = _fast_blocks(caplog)
+    return fast == total >= 1
+
+
 @pytest.mark.parametrize("name", ["eval_segments.csv", "balanced_train_segments.csv"])
 def test_fast_path_taken_and_same_as_regex_on_real_files(shared_data, index, name, monkeypatch,
                                                          caplog):
     path = shared_data / "segments" / name
-    with caplog.at_level("DEBUG", logger="audioset_data.segments"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_file(path, label_index=index))
-    assert _fast_blocks(caplog) == (1, 1)
+    assert _all_fast(caplog)
     assert len(fast) == len(reference_rows(path))
     assert fast.header[0].startswith("# Segments csv created")
     assert_same_segments(fast, slow)
     caplog.clear()
-    with caplog.at_level("DEBUG", logger="audioset_data.segments"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
         dropping = Segments.from_file(path, label_index=index, unknown_labels="drop")
-    assert _fast_blocks(caplog) == (1, 1)  # no unknown mid: the policy changes nothing
+    assert _all_fast(caplog)  # no unknown mid: the policy changes nothing
     assert_same_segments(dropping, fast)
 
 
@@ -511,18 +519,16 @@ def test_fast_and_regex_agree_on_truncated_head(shared_data, index, monkeypatch)
 
 def test_small_blocks_mix_fast_and_regex_blocks(shared_data, index, eval_seg, monkeypatch,
                                                 caplog):
-    import audioset_data.segments as segments_module
-
     text = (shared_data / "segments" / "eval_segments.csv").read_text().splitlines(True)
     text[5000] = text[5000].replace(", ", " , ", 1)  # looser spacing: regex path, still valid
     text[9000] = text[9000].replace('"', "", 2)  # unquoted labels: a bad row
-    text.insert(12000, "\n")  # a blank line
-    monkeypatch.setattr(segments_module, "_BLOCK_BYTES", 64 << 10)
-    with caplog.at_level("DEBUG", logger="audioset_data.segments"):
+    text.insert(12000, "\n")  # a blank line: skipped by the fast path too
+    monkeypatch.setattr(segment_parser, "BLOCK_BYTES", 64 << 10)
+    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_csv_text(
             "".join(text), label_index=index, on_bad_rows="skip"))
     n_fast, n_blocks = _fast_blocks(caplog)
-    assert 0 < n_fast <= n_blocks - 3
+    assert n_fast == n_blocks - 2  # the batches with the loose row and the bad row
     assert_same_segments(fast, slow)
     assert fast.rejected["line"].tolist() == [9001]
     assert len(fast) == len(eval_seg) - 1
@@ -572,8 +578,62 @@ def test_fast_path_times_round_like_arrow(tiny, monkeypatch, caplog):
     rows = [f"{'abcdefghij'[i % 10] * 10}{i % 10}, {m // 1000}.{m % 1000:03d}, "
             f"{m // 1000 + 10}.{m % 1000:03d}, \"/m/a\"\n" for i, m in enumerate(ms)]
     text = HEADER + "".join(rows)
-    with caplog.at_level("DEBUG", logger="audioset_data.segments"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_csv_text(text, label_index=tiny))
-    assert _fast_blocks(caplog) == (1, 1)
+    assert _all_fast(caplog)
     assert_same_segments(fast, slow)
     assert np.array_equal(fast.start, [float(r.split(", ")[1]) for r in rows])
+
+
+# ---------------------------------------------------------------------- typos and look-ups
+def test_class_typo_suggests_without_and_with_ontology(eval_seg, ontology):
+    with pytest.raises(SegmentsError, match=r"did you mean 'Vehicle' \(/m/07yv9\)\?"):
+        eval_seg.any_of("Vehicel")
+    with pytest.raises(SegmentsError, match=r"close names: 'Vehicle' \(/m/07yv9\)"):
+        eval_seg.any_of("Vehicel", ontology=ontology)
+    with pytest.raises(SegmentsError, match=r"6,638 of these 20,371 rows: select the subtree"):
+        eval_seg.any_of("Human voice", ontology=ontology)
+    assert eval_seg.count_rows("Vehicle") == 780
+    assert eval_seg.count_rows("Vehicle", ontology=ontology, subtree=True) == 2039
+
+
+def test_cli_select_class_typo_suggests(mirror, tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    assert main(["segments", "select", "--split", "eval", "--class", "Vehicel",
+                 "-o", str(out)]) == 2
+    assert "close names: 'Vehicle'" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_select_hints_at_subtree(mirror, tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    assert main(["segments", "select", "--split", "eval", "--class", "Vehicle",
+                 "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "780 of 20,371 rows" in captured.out
+    assert "hint: 'Vehicle' itself is on 780 rows, its ontology subtree on 2,039: add " \
+           "--subtree" in captured.err
+    assert main(["segments", "select", "--split", "eval", "--class", "Dog",
+                 "-o", str(out)]) == 0
+    assert "hint" not in capsys.readouterr().err  # its subtree adds little
+    assert main(["segments", "select", "--split", "eval", "--class", "Human voice",
+                 "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "not one of the 527 labels, so no row carries it itself" in err
+    assert "6,638" in err and "--subtree" in err
+
+
+def test_cli_missing_file_says_not_found(mirror, capsys):
+    assert main(["segments", "stats", "--file", "/nonexistent.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "'/nonexistent.csv' not found" in err and err.count("\n") == 1
+
+
+def test_cli_select_dash_writes_standard_output(mirror, tmp_path, capsys, monkeypatch, index):
+    monkeypatch.chdir(tmp_path)
+    assert main(["segments", "select", "--split", "eval", "--class", "Dog", "-o", "-"]) == 0
+    captured = capsys.readouterr()
+    assert not (tmp_path / "-").exists()
+    assert captured.out.startswith("# Segments csv created")
+    assert "230 of 20,371 rows" in captured.err and "standard output" in captured.err
+    seg = Segments.from_csv_text(captured.out, label_index=index)
+    assert len(seg) == 230 and seg.any_of("Dog").ytids.tolist() == seg.ytids.tolist()

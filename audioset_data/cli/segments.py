@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     select.add_argument("--per-class", type=int, metavar="N",
                         help="keep up to N random rows of each (selected) class")
     select.add_argument("--seed", type=int, default=0, help="seed of --per-class")
-    select.add_argument("--output", "-o", required=True, help="CSV to write")
+    select.add_argument("--output", "-o", required=True,
+                        help="CSV to write ('-': standard output)")
     select.set_defaults(func=_select)
 
 
@@ -60,10 +63,11 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Segments:
-    from ..segments import load_segments
+    from ..segments import canonical_split, load_segments
 
+    # --split is only ever a split name (typos get a suggestion), --file only ever a path
     return load_segments(
-        args.split or args.file,
+        canonical_split(args.split) if args.split else Path(args.file),
         root=args.root,
         base_url=args.csv_url,
         unknown_labels=args.unknown_labels,
@@ -77,6 +81,29 @@ def _ontology(args: argparse.Namespace):
     from ..ontology import Ontology
 
     return Ontology.load(root=args.root, base_url=args.ontology_url)
+
+
+def _optional_ontology(args: argparse.Namespace):
+    """The ontology if it can be had (for hints only), else ``None``."""
+    from ..errors import AudioSetError
+
+    try:
+        return _ontology(args)
+    except (AudioSetError, OSError):
+        return None
+
+
+def _subtree_hints(seg: Segments, classes: list[str], onto) -> list[str]:
+    """Classes selected without ``--subtree`` whose descendants carry at least as many rows
+    again as the class itself."""
+    hints = []
+    for cls in classes:
+        exact = seg.count_rows(cls, ontology=onto)
+        sub = seg.count_rows(cls, ontology=onto, subtree=True)
+        if sub >= 2 * exact and sub - exact >= 10:
+            hints.append(f"hint: {cls!r} itself is on {exact:,} rows, its ontology subtree on "
+                         f"{sub:,}: add --subtree to select the whole subtree")
+    return hints
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -114,8 +141,10 @@ def _select(args: argparse.Namespace) -> int:
     from ..errors import SegmentsError
 
     seg = _load(args)
-    needs_ontology = args.subtree or args.exclude_blacklisted
-    onto = _ontology(args) if needs_ontology else None
+    if args.subtree or args.exclude_blacklisted:
+        onto = _ontology(args)
+    else:  # names are resolved with close-name suggestions, and --subtree may be hinted
+        onto = _optional_ontology(args) if args.classes else None
     if not args.classes and args.per_class is None and not args.exclude_blacklisted:
         raise SegmentsError("nothing to select: give --class, --per-class or "
                             "--exclude-blacklisted")
@@ -129,6 +158,15 @@ def _select(args: argparse.Namespace) -> int:
                 out.class_columns(args.classes, ontology=onto, subtree=args.subtree))
         out = out.sample_per_class(args.per_class, args.seed,
                                    classes=None if cols is None else cols.tolist())
-    path = out.to_csv(args.output)
-    print(f"{len(out):,} of {len(seg):,} rows ({out.n_labels:,} labels) written to {path}")
+    if args.output == "-":
+        sys.stdout.buffer.write(out.to_csv_bytes())
+        sys.stdout.flush()
+        where, report = "standard output", sys.stderr
+    else:
+        where, report = out.to_csv(args.output), sys.stdout
+    print(f"{len(out):,} of {len(seg):,} rows ({out.n_labels:,} labels) written to {where}",
+          file=report)
+    if args.classes and not args.subtree and onto is not None:
+        for hint in _subtree_hints(seg, args.classes, onto):
+            print(hint, file=sys.stderr)
     return 0
