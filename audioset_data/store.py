@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:
     """Folder of one split's cache under the data root (split aliases share one folder)."""
-    from .segments import SPLIT_ALIASES
+    from .splits import SPLIT_ALIASES
 
     split = SPLIT_ALIASES.get(split, split)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
