@@ -1,22 +1,22 @@
 """The segment-list parser: the bytes of an official CSV → columns, a label matrix and a report.
 
-``pyarrow.csv`` splits the input into physical lines (``\\n``, ``\\r\\n`` or ``\\r`` endings; a
-UTF-8 byte order mark is skipped) on its own threads, in batches of about a megabyte, and keeps
-their line numbers exact. Each batch is then parsed on a thread pool, in one of two ways:
+The input is read in blocks of about a megabyte, cut after their last whole line; line endings
+may be ``\n``, ``\r\n`` or a lone ``\r``, and a UTF-8 byte order mark is skipped. Each block is
+parsed on a thread pool, in one of two ways:
 
-* the **fast path**, for batches written exactly as the official files are (``YTID, start,
+* the **fast path**, for blocks written exactly as the official files are (``YTID, start,
   end, "mid,mid"``, ``", "`` between fields, times with three decimals, only known mids): the
   fields are found with a few vectorised byte comparisons, times are computed from their digits
   and the label lists are split and mapped to matrix columns with Arrow kernels;
-* the **regular path** for any other batch: one regular expression per line in Arrow, which
+* the **regular path** for any other block: one regular expression per line in Arrow, which
   accepts looser spacing and explains every bad row.
 
 Both give the same result where both apply. Every row is either kept or reported: a bad row
 raises :class:`~audioset_data.errors.SegmentsError` naming file and line, or with
-``on_bad_rows="skip"`` is left out and listed in ``Segments.rejected``. Two faults stop the
-parse whatever the policy, because they mean the input is not a segment list at all: a line
-longer than :data:`MAX_LINE_BYTES`, and the control character 0x1F (the line splitter's
-field separator); the error names the line and quotes its start.
+``on_bad_rows="skip"`` is left out and listed in ``Segments.rejected``. A line longer than
+:data:`MAX_LINE_BYTES` stops the parse whatever the policy, because it means the input is not a
+segment list at all (or lost its line breaks): the error names the line and quotes its start,
+and no more than a block of it is ever read.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, BinaryIO
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
@@ -54,9 +53,9 @@ logger = logging.getLogger(__name__)
 #: would be about 5,600. A longer line means the input is not a segment list (or lost its line
 #: breaks), and the parse stops at once with a short excerpt instead of buffering it.
 MAX_LINE_BYTES = 16 << 10
-#: Bytes per batch of lines (``pyarrow.csv`` block size; a line may not exceed it).
+#: Bytes read per block (each block is cut after its last whole line).
 BLOCK_BYTES = 1 << 20
-_FIELD_SEPARATOR = "\x1f"  # never in a valid row: each line comes back as one field
+_BOM = b"\xef\xbb\xbf"
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?"
 _SEP = r"[ \t]*,[ \t]*"
 _ROW_RX = (
@@ -68,7 +67,7 @@ _ID_BYTE = np.zeros(256, dtype=bool)  # the bytes a YouTube id may hold
 _ID_BYTE[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
                        np.uint8)] = True
 _MAX_INT_DIGITS = 9  # longer whole seconds take the regular path
-_PAD = 32  # zero bytes after a batch, so the fast path may look past the last line
+_PAD = 32  # zero bytes after a block, so the fast path may look past the last line
 _TRUNCATED = " (last line has no newline: the file looks truncated)"
 
 
@@ -92,7 +91,7 @@ class ParseOptions:
 
 @dataclass
 class _Chunk:
-    """The parsed rows of one batch."""
+    """The parsed rows of one block."""
 
     ytid: pa.Array
     start: np.ndarray
@@ -123,6 +122,44 @@ class _Chunk:
                 rows.sum_duplicates()
             self.cols = rows.indices.astype(np.int32, copy=False)
             self.counts = np.diff(rows.indptr)
+
+
+@dataclass
+class _Lines:
+    """One block of whole lines: ``data[starts[i]:ends[i]]`` is line ``first + i`` without its
+    line ending; ``data`` holds :data:`_PAD` zero bytes after the block."""
+
+    data: bytearray
+    starts: np.ndarray
+    ends: np.ndarray
+    first: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, bytes]]]:
+        """Starts, ends and numbers of the lines that are neither blank nor ``#`` comments,
+        and the comments as ``(line number, bytes)``."""
+        is_comment = np.frombuffer(self.data, np.uint8)[self.starts] == 35  # "#"
+        keep = ~is_comment & (self.ends > self.starts)
+        line_no = np.arange(self.first, self.first + len(self), dtype=np.int64)
+        comments = [(int(line_no[i]), bytes(self.data[self.starts[i]:self.ends[i]]))
+                    for i in np.flatnonzero(is_comment)]
+        if keep.all():
+            return self.starts, self.ends, line_no, comments
+        return self.starts[keep], self.ends[keep], line_no[keep], comments
+
+
+def _line_array(data: bytearray, starts: np.ndarray, ends: np.ndarray) -> pa.Array:
+    """Lines ``data[starts[i]:ends[i]]`` as an Arrow binary array (one copy of their bytes)."""
+    n = len(starts)
+    bounds = np.empty(2 * n + 1, dtype=np.int32)  # pieces alternate line | what follows it
+    bounds[0:-1:2] = starts
+    bounds[1:-1:2] = ends
+    bounds[-1] = len(data)
+    pieces = pa.Array.from_buffers(pa.binary(), 2 * n,
+                                   [None, pa.py_buffer(bounds), pa.py_buffer(data)])
+    return pieces.take(pa.array(np.arange(0, 2 * n, 2)))
 
 
 def _times_at(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -204,25 +241,6 @@ def excerpt(text: str | bytes, limit: int = 40) -> str:
     return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
-def _drop(lines: pa.Array, line_no: np.ndarray, skip: np.ndarray
-          ) -> tuple[pa.Array, np.ndarray]:
-    """The lines (and their numbers) not marked in ``skip``; a slice when only leading lines
-    (a header) are skipped."""
-    if not skip.any():
-        return lines, line_no
-    n_lead = int(np.argmin(skip)) if not skip.all() else len(skip)
-    if skip[n_lead:].any():
-        return lines.filter(pa.array(~skip)), line_no[~skip]
-    return lines.slice(n_lead), line_no[n_lead:]
-
-
-def _string_view(lines: pa.Array) -> tuple[np.ndarray, pa.Buffer]:
-    """Offsets (``len + 1``, into the data buffer) and data buffer of a binary/string array."""
-    offsets = np.frombuffer(lines.buffers()[1], np.int32, count=len(lines) + 1,
-                            offset=4 * lines.offset)
-    return offsets, lines.buffers()[2]
-
-
 class Parser:
     """Parses one segment list; :meth:`run` gives the :class:`Segments`."""
 
@@ -230,61 +248,65 @@ class Parser:
     fast = True
 
     def __init__(self, source: str, label_index: LabelIndex, options: ParseOptions, *,
-                 open_binary: Callable[[], BinaryIO], arrow_input: str | pa.Buffer,
-                 size: int, ends_with_newline: bool):
+                 open_binary: Callable[[], BinaryIO], size: int):
         self.source = source
         self.label_index = label_index
         self.options = options
         self.open_binary = open_binary
-        self.arrow_input = arrow_input
         self.size = size
-        self.ends_with_newline = ends_with_newline
+        self.ends_with_newline = True  # set by :meth:`blocks` at the end of the input
         self.value_set = pa.array(label_index.mids, pa.string())
-        self.fast_batches = 0  # batches that :meth:`fast_rows` parsed, set by :meth:`run`
+        self.fast_blocks = 0  # blocks that :meth:`fast_rows` parsed, set by :meth:`run`
 
     # ------------------------------------------------------------------ lines
-    def batches(self) -> Iterator[tuple[int, pa.Array]]:
-        """``(number of the first line, lines)`` per batch; lines hold no line endings."""
-        if not self.size:
-            return
-        # a stream, not a path: pyarrow would decompress a path ending in .gz behind our back
-        source = (pa.OSFile(self.arrow_input) if isinstance(self.arrow_input, str)
-                  else pa.BufferReader(self.arrow_input))
-        first = 1
-        try:
-            reader = pcsv.open_csv(
-                source,
-                read_options=pcsv.ReadOptions(column_names=["line"], block_size=BLOCK_BYTES),
-                parse_options=pcsv.ParseOptions(delimiter=_FIELD_SEPARATOR, quote_char=False,
-                                                escape_char=False, ignore_empty_lines=False),
-                convert_options=pcsv.ConvertOptions(column_types={"line": pa.binary()},
-                                                    strings_can_be_null=False))
-            for batch in reader:
-                lines = batch.column(0)
-                yield first, lines
+    def blocks(self) -> Iterator[_Lines]:
+        """Blocks of whole lines, in order. Only the unfinished last line of a block is carried
+        to the next one, and it may not exceed :data:`MAX_LINE_BYTES`: no line is ever
+        buffered whole, however long."""
+        first, carry, at_start = 1, b"", True
+        with self.open_binary() as fh:
+            while True:
+                data = bytearray(len(carry) + BLOCK_BYTES + _PAD)
+                data[: len(carry)] = carry
+                view = memoryview(data)[len(carry): len(carry) + BLOCK_BYTES]
+                got = 0
+                while got < BLOCK_BYTES and (n := fh.readinto(view[got:])):
+                    got += n
+                size, at_end = len(carry) + got, got < BLOCK_BYTES
+                skip = 3 if at_start and data.startswith(_BOM) else 0
+                at_start = False
+                buf = np.frombuffer(data, np.uint8, count=size)
+                if data.find(b"\r", 0, size) < 0:
+                    term = np.flatnonzero(buf == 10)
+                    ends = term
+                else:  # "\r\n" ends a line at the "\n", a lone "\r" ends one too
+                    nl, cr = buf == 10, buf == 13
+                    cr[:-1] &= ~nl[1:]
+                    if not at_end and size:
+                        cr[-1] = False  # maybe the "\r" of a "\r\n" cut by the block
+                    term = np.flatnonzero(nl | cr)
+                    ends = term - ((buf[term] == 10) & (buf[term - 1] == 13) & (term > 0))
+                starts = np.empty(len(term), dtype=np.int64)
+                starts[:1] = skip
+                starts[1:] = term[:-1] + 1
+                cut = int(term[-1]) + 1 if len(term) else skip
+                if at_end and size > cut:  # a last line without a line ending
+                    starts, ends = np.append(starts, cut), np.append(ends, size)
+                    cut = size
+                lines = _Lines(data, starts, ends.astype(np.int64), first)
+                if len(lines) and (ends - starts).max() > MAX_LINE_BYTES:
+                    i = int(np.argmax(ends - starts > MAX_LINE_BYTES))
+                    raise self.long_line(first + i, bytes(data[starts[i]: starts[i] + 200]))
+                if size - cut > MAX_LINE_BYTES:
+                    raise self.long_line(first + len(lines), bytes(data[cut: cut + 200]))
+                carry = bytes(data[cut:size])
+                if at_end:
+                    self.ends_with_newline = size == 0 or buf[size - 1] in (10, 13)
+                if len(lines):
+                    yield lines
                 first += len(lines)
-        except pa.ArrowInvalid as exc:
-            if "Empty CSV" in str(exc):
-                return
-            raise self._unreadable(exc) from None
-        finally:
-            source.close()
-
-    def _unreadable(self, exc: Exception) -> SegmentsError:
-        """The error for input that ``pyarrow.csv`` refused: find the line that caused it."""
-        with self.open_binary() as raw:
-            text = io.TextIOWrapper(raw, encoding="latin-1", newline=None)  # 1 char per byte
-            line_no = 0
-            while piece := text.readline(MAX_LINE_BYTES + 2):
-                line_no += 1
-                body = piece[:-1] if piece.endswith("\n") else piece
-                head = body[:200].encode("latin-1")
-                if len(body) > MAX_LINE_BYTES:
-                    return self.long_line(line_no, head)
-                if _FIELD_SEPARATOR in body:
-                    return SegmentsError(f"{self.source}:{line_no}: control character 0x1F in "
-                                         f"{excerpt(head)}: not a segment list")
-        return SegmentsError(f"{self.source}: cannot be read as lines of text ({exc})")
+                if at_end:
+                    return
 
     def long_line(self, line_no: int, head: bytes) -> SegmentsError:
         return SegmentsError(
@@ -292,41 +314,30 @@ class Parser:
             f"has about 100): not a segment list, or its line breaks are lost; it starts "
             f"{excerpt(head)}")
 
-    # ------------------------------------------------------------------ one batch
-    def batch(self, first_line: int, raw: pa.Array) -> tuple[_Chunk, list[str]]:
-        """Parse one batch of lines (runs on a worker thread)."""
-        offsets, _ = _string_view(raw)
-        length = np.diff(offsets)
-        if len(length) and length.max() > MAX_LINE_BYTES:
-            i = int(np.argmax(length > MAX_LINE_BYTES))
-            raise self.long_line(first_line + i, raw[i].as_py()[:200])
-        line_no = np.arange(first_line, first_line + len(raw), dtype=np.int64)
-        out = self.fast_rows(raw, line_no) if self.fast else None
-        if out is not None:
-            chunk, comments = out
-        else:
-            rejected: list[tuple[int, str, str]] = []
+    # ------------------------------------------------------------------ one block
+    def parse_block(self, block: _Lines) -> tuple[_Chunk, list[str]]:
+        """Parse one block of lines (runs on a worker thread)."""
+        starts, ends, line_no, raw_comments = block.rows()
+        comments: list[str] = []
+        rejected: list[tuple[int, str, str]] = []
+        for line, text in raw_comments:
+            try:
+                comments.append(text.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                rejected.append((line, text.decode("utf-8", "replace"), f"not UTF-8 text ({exc})"))
+        chunk = (self.fast_rows(block.data, starts, ends, line_no)
+                 if self.fast and not rejected else None)
+        if chunk is None:
+            raw = _line_array(block.data, starts, ends)
             try:
                 lines = raw.cast(pa.string())
             except pa.ArrowInvalid:
-                lines, line_no, rejected = self._utf8_rows(raw, line_no)
-            skip, is_comment = self._skipped(lines)
-            comments = [lines[int(i)].as_py() for i in np.flatnonzero(is_comment)]
-            chunk = self.regex_rows(*_drop(lines, line_no, skip))
+                lines, line_no, bad = self._utf8_rows(raw, line_no)
+                rejected += bad
+            chunk = self.regex_rows(lines, line_no)
             chunk.rejected = sorted(rejected + chunk.rejected)
         chunk.canonicalise(len(self.label_index))
         return chunk, comments
-
-    @staticmethod
-    def _skipped(lines: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """Masks of the lines to skip (blank or comment) and of the comment lines."""
-        offsets, data = _string_view(lines)
-        length = np.diff(offsets)
-        filled = length > 0
-        is_comment = np.zeros(len(lines), dtype=bool)
-        if filled.any():
-            is_comment[filled] = np.frombuffer(data, np.uint8)[offsets[:-1][filled]] == 35
-        return is_comment | ~filled, is_comment
 
     def _utf8_rows(self, raw: pa.Array, line_no: np.ndarray
                    ) -> tuple[pa.Array, np.ndarray, list[tuple[int, str, str]]]:
@@ -342,42 +353,25 @@ class Parser:
                                  f"not UTF-8 text ({exc})"))
         return raw.filter(pa.array(keep)).cast(pa.string()), line_no[keep], rejected
 
-    def fast_rows(self, lines: pa.Array, line_no: np.ndarray
-                  ) -> tuple[_Chunk, list[str]] | None:
+    def fast_rows(self, data: bytearray, starts: np.ndarray, ends: np.ndarray,
+                  line_no: np.ndarray) -> _Chunk | None:
         """Parse lines written exactly in the official layout, or return ``None``.
 
-        Blank and ``#`` comment lines are skipped (the comments are returned). Every other
-        line must read ``YTID, start, end, "mid,mid"``: an 11-character id, fields
-        separated by ``", "``, times with three decimals (as the official files and
-        :meth:`Segments.to_csv` write them), ``end > start``, and only known mids in the quoted
-        list. Lines that break any of these rules make the batch go through
+        Every line ``data[starts[i]:ends[i]]`` must read ``YTID, start, end, "mid,mid"``: an
+        11-character id, fields separated by ``", "``, times with three decimals (as the
+        official files and :meth:`Segments.to_csv` write them), ``end > start``, and only known
+        mids in the quoted list. Lines that break any of these rules make the block go through
         :meth:`regex_rows`, which accepts looser spacing, explains every bad row and applies the
-        ``unknown_labels`` policy; both give the same result on the lines this path accepts.
-        The rows it accepts are ASCII by construction, so only comments are checked for UTF-8.
+        ``unknown_labels`` policy; both give the same result on the lines this path accepts,
+        which are ASCII by construction.
         """
-        offsets, data = _string_view(lines)
-        lo, hi = int(offsets[0]), int(offsets[-1])
-        if hi == lo:
-            return None
-        buf = np.zeros(hi - lo + _PAD, dtype=np.uint8)  # zeros after the end: safe look-ahead
-        buf[: hi - lo] = np.frombuffer(data, np.uint8, count=hi - lo, offset=lo)
-        starts = offsets[:-1].astype(np.int64) - lo
-        ends = offsets[1:].astype(np.int64) - lo
-        is_comment = buf[starts] == 35  # "#"
-        skip = is_comment | (ends == starts)
-        try:
-            comments = [bytes(buf[a:b]).decode("utf-8")
-                        for a, b in zip(starts[is_comment], ends[is_comment], strict=True)]
-        except UnicodeDecodeError:
-            return None
-        if skip.any():
-            starts, ends, line_no = starts[~skip], ends[~skip], line_no[~skip]
+        buf = np.frombuffer(data, np.uint8)  # zeros after the block: safe look-ahead
         n = len(starts)
-        lines: np.ndarray | tuple[int, int] = line_no
-        if n and line_no[-1] - line_no[0] == n - 1:  # consecutive: no array kept (8 B a row)
-            lines = (int(line_no[0]), n)
         if n == 0 or (ends - starts < 30).any():  # the shortest row: id, x.xxx, y.yyy, "m"
             return None
+        lines: np.ndarray | tuple[int, int] = line_no
+        if line_no[-1] - line_no[0] == n - 1:  # consecutive: no array kept (8 bytes a row)
+            lines = (int(line_no[0]), n)
         # id: 11 bytes of [A-Za-z0-9_-]; then ", " start ", " end ', "' mids '"'
         ids = np.lib.stride_tricks.sliding_window_view(buf, 11)[starts]
         if not (_ID_BYTE[ids].all() and (buf[starts + 11] == 44).all()
@@ -402,7 +396,7 @@ class Parser:
             pa.string(), n, [None, pa.py_buffer(np.arange(0, 11 * n + 1, 11, dtype=np.int32)),
                              pa.py_buffer(np.ascontiguousarray(ids))])
         del ids
-        # the mid lists without copying the batch: pieces alternate "mid,mid" | '"..."'
+        # the mid lists without copying the block: pieces alternate "mid,mid" | '"..."'
         bounds = np.empty(2 * n + 1, dtype=np.int32)
         bounds[0:-1:2] = q1 + 1
         bounds[1:-1:2] = q2
@@ -416,7 +410,7 @@ class Parser:
             return None
         counts = np.diff(np.asarray(labels.offsets))
         return _Chunk(ytid, start, end, labels, np.asarray(cols.to_numpy(), dtype=np.int32),
-                      counts, lines, fast=True), comments
+                      counts, lines, fast=True)
 
     def regex_rows(self, lines: pa.Array, line_no: np.ndarray) -> _Chunk:
         """Parse any lines with one regular expression each; explain the bad ones."""
@@ -510,18 +504,18 @@ class Parser:
             disable=not show, leave=False,
         ) as bar:
             pending: deque[Future[tuple[_Chunk, list[str]]]] = deque()
-            for first_line, lines in self.batches():
-                while len(pending) >= 2 * workers:  # bound the batches held in memory
+            for block in self.blocks():
+                while len(pending) >= 2 * workers:  # bound the blocks held in memory
                     pending.popleft().result()
-                fut = pool.submit(self.batch, first_line, lines)
+                fut = pool.submit(self.parse_block, block)
                 pending.append(fut)
                 futures.append(fut)
-                n_lines = first_line + len(lines) - 1
-                bar.update(lines.nbytes)
+                n_lines = block.first + len(block) - 1
+                bar.update(int(block.ends[-1] - block.starts[0]))
             outs = [f.result() for f in futures]
         chunks = [c for c, _ in outs] or [_Chunk.empty()]
-        self.fast_batches = sum(c.fast for c in chunks)
-        logger.debug("%s: %d of %d batches took the fast path", self.source, self.fast_batches,
+        self.fast_blocks = sum(c.fast for c in chunks)
+        logger.debug("%s: %d of %d blocks took the fast path", self.source, self.fast_blocks,
                      len(outs))
         comments = [line for _, cm in outs for line in cm]
         rejected = [r for c in chunks for r in c.rejected]
@@ -596,23 +590,15 @@ def join_line_numbers(parts: list[np.ndarray | tuple[int, int]]) -> np.ndarray:
 def parse_file(path: Path, label_index: LabelIndex, options: ParseOptions,
                progress: bool | None = None) -> Segments:
     """Parse a segment list file (no cache)."""
-    size = path.stat().st_size
-    last = b""
-    if size:
-        with path.open("rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            last = fh.read(1)
     return Parser(str(path), label_index, options, open_binary=lambda: path.open("rb"),
-                  arrow_input=str(path), size=size,
-                  ends_with_newline=last in (b"\n", b"\r")).run(progress)
+                  size=path.stat().st_size).run(progress)
 
 
 def parse_bytes(data: bytes, source: str, label_index: LabelIndex, options: ParseOptions,
                 progress: bool | None = None) -> Segments:
     """Parse the content of a segment list held in memory."""
     return Parser(source, label_index, options, open_binary=lambda: io.BytesIO(data),
-                  arrow_input=pa.py_buffer(data), size=len(data),
-                  ends_with_newline=data[-1:] in (b"\n", b"\r")).run(progress)
+                  size=len(data)).run(progress)
 
 
 __all__ = ["BLOCK_BYTES", "MAX_LINE_BYTES", "ParseOptions", "Parser", "diagnose",

@@ -107,11 +107,14 @@ def test_non_utf8_row_is_a_bad_row(tiny):
     assert seg.rejected["line"].tolist() == [6] and "not UTF-8" in seg.rejected["reason"][0]
 
 
-def test_unit_separator_byte_names_its_line(tmp_path, tiny):
+def test_control_characters_are_ordinary_bad_rows(tmp_path, tiny):
     path = tmp_path / "x.csv"
-    path.write_bytes((HEADER + GOOD).encode() + b'ccccccccccc, 0.000, 10.000, "/m/\x1fc"\n')
-    with pytest.raises(SegmentsError, match=r"x\.csv:6: control character 0x1F"):
-        Segments.from_file(path, label_index=tiny, on_bad_rows="skip")
+    path.write_bytes((HEADER + GOOD).encode() + b'ccccccccccc, 0.000, 10.000, "/m/\x1fc"\n'
+                     + b'ddddddddddd,\x00 0.000, 10.000, "/m/c"\n')
+    with pytest.raises(SegmentsError, match=r"x\.csv:6: unknown label mid '/m/\\x1fc'"):
+        Segments.from_file(path, label_index=tiny)
+    seg = Segments.from_file(path, label_index=tiny, on_bad_rows="skip")
+    assert len(seg) == 2 and seg.rejected["line"].tolist() == [6, 7]
 
 
 def test_line_over_the_limit_is_refused_with_an_excerpt(tiny):
