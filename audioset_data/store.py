@@ -261,6 +261,8 @@ class CacheWriter:
             chosen = [name for name, _, _ in plan]
             chosen += [n for n in batches["name"] if n not in set(placed["file"])]
             self.manifest.replace_files(chosen, new, moves)
+            # the database file alone (a copy without -wal) must not point at files about to go
+            self.manifest.checkpoint()
             for name in chosen:
                 (self.folder / name).unlink(missing_ok=True)
             if take:
