@@ -203,9 +203,16 @@ def test_worker_pool_kills_a_task_with_what_it_started():
 
 
 # -- kill -9 and Ctrl-C of the CLI -------------------------------------------------------------
+def _default_sigint() -> None:
+    # a job started in the background of a non-interactive shell (as CI may run) inherits an
+    # ignored SIGINT, and Python then never raises KeyboardInterrupt: restore the default
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "audioset_data", "-vv", *args],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))  # noqa: SIM115
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"),  # noqa: SIM115
+                            preexec_fn=_default_sigint)  # noqa: PLW1509
 
 
 def _watch_fetched(log: Path, seen: dict[str, float]) -> None:
