@@ -21,7 +21,9 @@ _LAZY = {
     "Segments": "audioset_data.segments",
     "ClassPriors": "audioset_data.priors",
     "load_segments": "audioset_data.segments",
-    "download": "audioset_data.download",
+    "download": "audioset_data.download_job",
+    "DownloadOptions": "audioset_data.download_options",
+    "merge": "audioset_data.job_array",
     "open_cache": "audioset_data.reader",
 }
 

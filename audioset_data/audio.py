@@ -185,6 +185,14 @@ def _input_arg(source: PathLike) -> tuple[str, bool]:
     return "file:" + str(Path(text).resolve()), False
 
 
+#: Request headers whose values are secrets: they never go on ffmpeg's command line, which
+#: every user of the machine can read (``ps``). This ffmpeg takes ``-headers`` only there (its
+#: ``-/option FILE`` form reads ffmpeg's own options from a file, not the http protocol's), so
+#: :class:`~audioset_data.clip_fetcher.ClipFetcher` sends such requests through a loopback
+#: forwarder instead (:mod:`audioset_data.media_proxy`).
+SECRET_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
+
+
 def _headers_arg(headers: Mapping[str, str] | None) -> list[str]:
     if not headers:
         return []
@@ -192,6 +200,11 @@ def _headers_arg(headers: Mapping[str, str] | None) -> list[str]:
     for key, value in headers.items():
         if "\r" in key or "\n" in key or "\r" in str(value) or "\n" in str(value):
             raise DownloadError(f"HTTP header {key!r} contains a line break")
+        if key.strip().lower() in SECRET_HEADERS:
+            raise DownloadError(
+                f"HTTP header {key!r} is a secret and would be readable on ffmpeg's command "
+                "line by every user of this machine; fetch through ClipFetcher, which forwards "
+                "it over loopback (audioset_data.media_proxy)")
         lines.append(f"{key}: {value}\r\n")
     return ["-headers", "".join(lines)]
 

@@ -17,7 +17,11 @@ from pathlib import Path
 
 from .audio import find_ffmpeg
 from .config import PathLike
-from .download import DownloadReport, download
+from .download_job import download
+from .download_options import DownloadOptions
+from .download_report import DownloadReport
+from .errors import ConfigError
+from .job_array import ShardSpec
 from .segments import load_segments
 from .testing import LoopbackServer
 
@@ -46,13 +50,21 @@ def run_demo(
     workers: int = 4,
     progress: bool = True,
     executor: Executor | None = None,
-    shard: str | None = None,
+    shard: str | ShardSpec | None = None,
 ) -> DownloadReport:
     """Download ``n_clips`` eval segments from generated stand-ins served on loopback.
 
     ``executor`` and ``shard`` are passed to :func:`audioset_data.download`, so the demo also
     shows a Dask cluster or one job of an array at work.
+
+    Raises
+    ------
+    ConfigError
+        ``n_clips`` or ``workers`` is not a whole number of at least 1.
     """
+    for name, value in (("n_clips", n_clips), ("workers", workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a whole number, at least 1")
     segments = load_segments("eval", root=root, base_url=csv_base_url)
     table = segments[:n_clips].table
     with tempfile.TemporaryDirectory(prefix="audioset-demo-") as tmp, LoopbackServer() as srv:
@@ -61,12 +73,11 @@ def run_demo(
         for ytid in table["ytid"]:
             if ytid not in gone:
                 srv.add(f"v/{ytid}.webm", source)
-        report = download(
-            DEMO_CACHE, segments=table, root=root, csv_base_url=csv_base_url,
-            url_template=srv.url("v/") + "{ytid}.webm", workers=workers, progress=progress,
-            shard_size=max(4, n_clips // 3), batch_size=4, max_attempts=1,
-            executor=executor, shard=shard,
-        )
+        options = DownloadOptions(
+            url_template=srv.url("v/") + "{ytid}.webm", csv_base_url=csv_base_url,
+            progress=progress, shard_size=max(4, n_clips // 3), batch_size=4, max_attempts=1)
+        report = download(DEMO_CACHE, segments=table, root=root, workers=workers,
+                          shard=shard, options=options, executor=executor)
     return report
 
 

@@ -22,8 +22,8 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
+import filelock
 import h5py
 import numpy as np
 
@@ -47,9 +47,9 @@ logger = logging.getLogger(__name__)
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:
     """Folder of one split's cache under the data root (split aliases share one folder)."""
-    from .splits import SPLIT_ALIASES
+    from .splits import SPLIT_ALIASES, SPLITS, normalise_split_name
 
-    split = SPLIT_ALIASES.get(split, split)
+    split = {**{s: s for s in SPLITS}, **SPLIT_ALIASES}.get(normalise_split_name(split), split)
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", split) or split.startswith("."):
         raise ConfigError(f"cache name {split!r} must be letters, digits, '_', '-' or '.'")
     return data_home(root) / "cache" / split
@@ -86,27 +86,29 @@ def open_manifest(
 
 
 class FolderLock:
-    """An exclusive lock file so two runs never write the same cache part at once."""
+    """An exclusive lock file so two runs never write the same cache part at once.
+
+    Taken without waiting: a second writer fails at once with :class:`CacheError`. Built on
+    ``filelock``: ``flock`` on POSIX and ``msvcrt`` on Windows, which end with the process that
+    holds them (also after a kill -9), and a soft lock naming its owner on file systems that
+    support neither.
+    """
 
     def __init__(self, path: Path):
-        self.path = path
-        self._fh: Any = None
+        self.path = Path(path)
+        self._lock = filelock.FileLock(self.path, timeout=0, thread_local=False)
 
     def __enter__(self) -> FolderLock:
-        import fcntl
-
-        self._fh = open(self.path, "a+")  # noqa: SIM115 - held for the whole run
         try:
-            fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._fh.close()
+            self._lock.acquire()
+        except filelock.Timeout:
             raise CacheError(
                 f"another process is writing {str(self.path.parent)!r}; wait for it to finish"
             ) from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._fh.close()
+        self._lock.release()
 
 
 class CacheWriter:

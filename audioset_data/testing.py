@@ -26,14 +26,15 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 class Behaviour:
     """How the server misbehaves for one path.
 
-    ``statuses`` are answered (one per request, in order) before the file is served;
+    ``statuses`` are answered (one per request, in order; ``None`` serves the file) before
+    the file is served;
     ``stall_s`` sleeps before answering; ``truncate_at`` announces the full length but stops
     sending after that many bytes of the body; ``trickle_bytes_per_s`` sends the body one byte
     at a time at that rate (a server that stalls without ever going silent long enough for a
     socket timeout).
     """
 
-    statuses: list[int] = field(default_factory=list)
+    statuses: list[int | None] = field(default_factory=list)
     stall_s: float = 0.0
     truncate_at: int | None = None
     #: answer ``until_status`` to every request until this ``time.monotonic()`` instant
@@ -51,6 +52,8 @@ class LoopbackServer:
         self.bytes_sent: defaultdict[str, int] = defaultdict(int)
         self.requests: defaultdict[str, int] = defaultdict(int)
         self.error_statuses: defaultdict[int, int] = defaultdict(int)
+        #: ``(path, headers)`` of every request, in arrival order
+        self.request_log: list[tuple[str, dict[str, str]]] = []
         self.pace_bytes_per_s = pace_bytes_per_s
         self.chunk = chunk
         self._lock = threading.Lock()
@@ -80,6 +83,7 @@ class LoopbackServer:
             self.bytes_sent.clear()
             self.requests.clear()
             self.error_statuses.clear()
+            self.request_log.clear()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -106,6 +110,7 @@ class LoopbackServer:
                 path = self.path.split("?", 1)[0]
                 with server._lock:
                     server.requests[path] += 1
+                    server.request_log.append((path, dict(self.headers.items())))
                     beh = server.behaviour.get(path)
                     status = beh.statuses.pop(0) if beh and beh.statuses else None
                     if status is None and beh and beh.until and time.monotonic() < beh.until:

@@ -40,12 +40,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from make_unbalanced import OFFICIAL_ROWS, generate  # noqa: E402
 
-import audioset_data.download as dl  # noqa: E402
+import audioset_data.download_job as dl  # noqa: E402
+import audioset_data.download_plan as plan_  # noqa: E402
 from audioset_data.clip import ClipFetcher, validate_ytid  # noqa: E402
 from audioset_data.labels import LabelIndex  # noqa: E402
 from audioset_data.manifest import Manifest, clip_key  # noqa: E402
 from audioset_data.segments import load_segments  # noqa: E402
-from audioset_data.store import CacheWriter, cache_dir, open_manifest  # noqa: E402
+from audioset_data.store import CacheWriter, FolderLock, cache_dir, open_manifest  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "segments"
 WORK = REPO / "benchmarks" / "_work"
@@ -96,11 +97,11 @@ def old_plan(csv: Path, root: Path, index: LabelIndex) -> int:
     for ytid in table["ytid"]:
         validate_ytid(ytid)
     table["key"] = [clip_key(y, s) for y, s in zip(table["ytid"], table["start"], strict=True)]
-    table = dl._merge_duplicates(table)
+    table = plan_._merge_duplicates(table)
     folder = cache_dir(name, root)
     ClipFetcher(sample_rate=32000)
     folder.mkdir(parents=True, exist_ok=True)
-    with dl._FolderLock(folder / ".lock"):
+    with FolderLock(folder / ".lock"):
         manifest = open_manifest(folder, fmt="pcm16", sample_rate=32000, clip_samples=320000,
                                  label_mids=index.mids)
         try:
@@ -114,9 +115,9 @@ def old_plan(csv: Path, root: Path, index: LabelIndex) -> int:
                 status["status"].eq("failed") & status["permanent"].eq(0))
             todo = status[todo_mask]
             items = [
-                dl._Item(k, y, float(s), float(e), lab)
-                for k, y, s, e, lab in zip(todo["key"], todo["ytid"], todo["start"],
-                                           todo["end"], todo["labels"], strict=True)
+                plan_._Item(k, y, float(s), float(e), i)
+                for i, (k, y, s, e) in enumerate(zip(todo["key"], todo["ytid"], todo["start"],
+                                                     todo["end"], strict=True))
             ]
         finally:
             manifest.close()
@@ -205,10 +206,10 @@ def main() -> None:
             half_fetched(root)
         rows += measure("half fetched, 20 % failed", paths, args.reps)
         # the new path makes its work items as the run submits them; all of them cost:
-        plan = dl._plan(dl._segment_table(load_segments(csv, root=roots["new"],
-                                                        label_index=index)), None, None)
+        plan = plan_._plan(plan_._segment_table(load_segments(csv, root=roots["new"],
+                                                              label_index=index)), None, None)
         t0 = time.perf_counter()
-        n_items = sum(1 for _ in dl._items(plan.table, np.arange(len(plan))))
+        n_items = sum(1 for _ in plan_._items(plan.table, np.arange(len(plan))))
         lazy_items = time.perf_counter() - t0
     frame = pd.DataFrame(rows)
     print(frame.to_string(index=False))

@@ -19,10 +19,11 @@ from audioset_data.clip import (
     ClipFailure,
     ClipFetcher,
     InvalidIdError,
+    check_url_template,
     classify_error,
     validate_ytid,
 )
-from audioset_data.errors import DownloadError
+from audioset_data.errors import ConfigError, DownloadError
 from audioset_data.testing import Behaviour, LoopbackServer
 
 SECONDS = 60
@@ -253,11 +254,27 @@ def test_failures_and_fetcher_pickle(http_server):
     assert fetch.url_for(YTID).endswith(f"/media/{YTID}.webm")
 
 
-def test_bad_configuration():
-    with pytest.raises(DownloadError, match="ytid"):
+def test_bad_configuration(tmp_path):
+    with pytest.raises(ConfigError, match="ytid"):
         ClipFetcher(url_template="https://example.org/watch")
     assert ClipFetcher().ytdl_params()["format"] == "bestaudio/best"
-    params = ClipFetcher(cookies_from_browser="chrome:Profile 1", cookiefile="c.txt",
+    cookies = tmp_path / "c.txt"
+    cookies.write_text("# Netscape HTTP Cookie File\n")
+    params = ClipFetcher(cookies_from_browser="chrome:Profile 1", cookiefile=cookies,
                          ytdl_options={"proxy": "socks5://127.0.0.1:1"}).ytdl_params()
     assert params["cookiesfrombrowser"] == ("chrome", "Profile 1", None, None)
-    assert params["cookiefile"] == "c.txt" and params["proxy"] == "socks5://127.0.0.1:1"
+    assert params["cookiefile"] == str(cookies) and params["proxy"] == "socks5://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("template", ["{ytid}", "ftp://mirror.example/{ytid}.webm",
+                                      "file:///srv/{ytid}.webm", "http://{ytid}.example/a",
+                                      "https://mirror.example/watch"])
+def test_url_template_must_be_an_http_address_with_the_id(template):
+    with pytest.raises(ConfigError, match="url_template"):
+        ClipFetcher(url_template=template)
+    assert check_url_template("http://127.0.0.1:8000/v/{ytid}.webm")
+
+
+def test_a_cookies_file_that_does_not_exist_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="missing.txt.*does not exist"):
+        ClipFetcher(cookiefile=tmp_path / "missing.txt")

@@ -15,18 +15,14 @@ import pandas as pd
 import pytest
 
 from audioset_data.demo import make_tone_file
-from audioset_data.download import (
-    CircuitBreaker,
-    ShardSpec,
-    _FolderLock,
-    _merge_duplicates,
-    download,
-    merge,
-)
+from audioset_data.download_job import download
+from audioset_data.download_plan import _merge_duplicates
 from audioset_data.errors import CacheError, ConfigError, DownloadError, SegmentsError
+from audioset_data.job_array import ShardSpec, merge
 from audioset_data.manifest import Manifest
-from audioset_data.store import cache_dir, open_cache
+from audioset_data.store import FolderLock, cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
+from audioset_data.throttle import CircuitBreaker
 
 FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
         "sample_rate": 16000}
@@ -265,6 +261,8 @@ def test_bad_settings_and_inputs_fail_before_any_request(http_server, eval_rows,
     url = _serve(http_server, frame, tone)
     with pytest.raises(ConfigError, match="ytid"):
         _run(frame, "http://127.0.0.1:1/no-template", label_index)
+    with pytest.raises(ConfigError, match="http"):
+        _run(frame, "{ytid}", label_index)
     with pytest.raises(ConfigError, match="rate_limit"):
         _run(frame, url, label_index, rate_limit=-1)
     with pytest.raises(ConfigError, match="split="):
@@ -282,7 +280,7 @@ def test_bad_settings_and_inputs_fail_before_any_request(http_server, eval_rows,
         mp.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 1000})())
         _run(frame, url, label_index)
     folder = cache_dir("t")
-    with _FolderLock(folder / ".lock"), pytest.raises(CacheError, match="another download"):
+    with FolderLock(folder / ".lock"), pytest.raises(CacheError, match="another process"):
         _run(frame, url, label_index)
 
 
@@ -309,7 +307,7 @@ def test_dask_localcluster_executor_gives_the_same_cache(http_server, eval_rows,
 
 _CHILD = """
 import sys
-from audioset_data.download import download
+from audioset_data.download_job import download
 from audioset_data.labels import LabelIndex
 download("k", segments=sys.argv[1], url_template=sys.argv[2],
          label_index=LabelIndex.from_file(sys.argv[3]), workers=2, batch_size=2, shard_size=4,

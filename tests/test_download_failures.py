@@ -21,20 +21,15 @@ import pytest
 
 from audioset_data.clip import ClipFailure, ClipWorkerPool
 from audioset_data.demo import make_tone_file
-from audioset_data.download import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_FLUSH_INTERVAL,
-    CircuitBreaker,
-    ShardSpec,
-    _clip_keys,
-    _crc32_many,
-    _has_duplicates,
-    download,
-)
+from audioset_data.download_job import download
+from audioset_data.download_options import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL
+from audioset_data.download_plan import _clip_keys, _crc32_many, _has_duplicates
 from audioset_data.errors import DownloadError
+from audioset_data.job_array import ShardSpec
 from audioset_data.manifest import Manifest, clip_key
 from audioset_data.store import cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
+from audioset_data.throttle import CircuitBreaker
 
 FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
         "sample_rate": 16000}
@@ -315,7 +310,7 @@ def test_ctrl_c_prints_one_line_keeps_the_clips_and_leaves_a_copyable_cache(pace
 
 def test_keyboard_interrupt_records_attempts_and_writes_reports(http_server, rows16, tone,
                                                                 label_index, monkeypatch):
-    import audioset_data.download as dl
+    import audioset_data.download_loop as dl
 
     frame = rows16.iloc[:6]
     url = _serve(http_server, frame, tone)
@@ -417,12 +412,12 @@ def test_an_unchanged_list_is_registered_once_and_any_change_registers_again(
 
 def test_cli_flush_options_and_dry_run(http_server, mirror, rows16, tone, tmp_path, capsys,
                                        monkeypatch):
-    import audioset_data.download as dl
+    import audioset_data.download_job as dl
     from audioset_data.cli import main
-    from audioset_data.cli.download import FLUSH_DEFAULTS
+    from audioset_data.cli.download import DEFAULTS
 
-    assert FLUSH_DEFAULTS == {"batch_size": DEFAULT_BATCH_SIZE,
-                              "flush_interval": DEFAULT_FLUSH_INTERVAL}
+    assert (DEFAULTS["batch_size"], DEFAULTS["flush_interval"]) == (
+        DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL)
     frame = rows16.iloc[:3]
     url = _serve(http_server, frame, tone)
     csv_path = _write_csv(tmp_path / "mine.csv", frame)
@@ -441,5 +436,6 @@ def test_cli_flush_options_and_dry_run(http_server, mirror, rows16, tone, tmp_pa
     monkeypatch.setattr(dl, "download", spy)
     assert main([*base, "--batch-size", "2", "--flush-interval", "0.5",
                  "--task-timeout", "60"]) == 0
-    assert (seen["batch_size"], seen["flush_interval"], seen["task_timeout"]) == (2, 0.5, 60)
+    opts = seen["options"]
+    assert (opts.batch_size, opts.flush_interval, opts.task_timeout) == (2, 0.5, 60)
     assert "3/3 clips cached" in capsys.readouterr().out

@@ -161,7 +161,7 @@ def test_longest_real_row_fits(tiny, index):
 
 
 def test_download_of_an_empty_list_says_so(tmp_path, mirror):
-    from audioset_data.download import download
+    from audioset_data.download_job import download
 
     path = tmp_path / "empty.csv"
     path.write_text(HEADER)

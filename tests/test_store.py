@@ -122,7 +122,7 @@ def test_settings_are_pinned_per_cache(tmp_path):
 
 
 def test_merge_again_after_a_part_was_resumed(tmp_path, monkeypatch):
-    from audioset_data.download import merge
+    from audioset_data.job_array import merge
 
     monkeypatch.setenv("AUDIOSET_DATA_HOME", str(tmp_path))
     folder = cache_dir("arr")

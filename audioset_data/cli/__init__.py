@@ -13,6 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .. import __version__
 from ..errors import AudioSetError
 
 #: Modules under ``audioset_data.cli`` that each add one sub-command.
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="audioset", description="AudioSet ontology, segment lists and download cache."
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging (-vv: debug); also accepted after the sub-command")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         try:
@@ -34,12 +37,34 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser, depth: int = 1) -> None:
+    """Accept ``-v`` after every sub-command too (``audioset download ... -vv``). Each level
+    counts into a name of its own that is only set when given, so a sub-command never resets
+    the count given before it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                if "-v" not in child._option_string_actions:
+                    child.add_argument("-v", "--verbose", dest=f"verbose_{depth}",
+                                       action="count", default=argparse.SUPPRESS,
+                                       help="more logging (-vv: debug)")
+                _verbose_everywhere(child, depth + 1)
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """How many ``-v`` were given, before and after the sub-commands."""
+    return sum(int(v) for k, v in vars(args).items()
+               if k == "verbose" or k.startswith("verbose_"))
 
 
 def add_root_options(parser: argparse.ArgumentParser) -> None:
     """Options every data-touching command shares: data root and mirror addresses."""
-    parser.add_argument("--root", help="data root (default: $AUDIOSET_DATA_HOME or user cache)")
+    parser.add_argument("--root", metavar="DIR",
+                        help="data root folder (default: $AUDIOSET_DATA_HOME or user cache)")
     parser.add_argument(
         "--accept-new-upstream",
         action="store_true",
@@ -51,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``audioset`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
+    level = logging.WARNING - 10 * min(verbosity(args), 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

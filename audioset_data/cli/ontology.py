@@ -42,9 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=cmd_show)
 
     tree = sub.add_parser("tree", parents=[common], help="indented tree under a class")
-    tree.add_argument("cls", metavar="ROOT", nargs="?", help="top class (default: all roots)")
+    tree.add_argument("cls", metavar="CLASS", nargs="?",
+                      help="class at the top of the tree, id or name (default: every top-level "
+                           "class of the ontology); not the data root, which is --root")
     tree.add_argument("--depth", type=int, default=None,
-                      help="levels shown below ROOT (0 = ROOT alone; default: all)")
+                      help="levels shown below CLASS (0 = CLASS alone; default: all)")
     tree.set_defaults(func=cmd_tree)
 
     search = sub.add_parser("search", parents=[common], help="classes whose name contains TEXT")
