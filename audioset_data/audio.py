@@ -95,8 +95,8 @@ def find_ffmpeg(explicit: PathLike | None = None) -> str:
 
     yt-dlp's own range download (used only as a fallback for streaming-manifest formats) looks
     for ffmpeg through its ``ffmpeg_location`` setting or ``PATH``; the bundled binary has a
-    versioned file name, so :mod:`audioset_data.clip` hands the chosen path to yt-dlp explicitly
-    (see :func:`ffmpeg_dir`) instead of relying on ``PATH``.
+    versioned file name, so the clip fetcher hands the chosen path to yt-dlp explicitly instead
+    of relying on ``PATH``.
 
     Raises
     ------
@@ -125,28 +125,6 @@ def find_ffmpeg(explicit: PathLike | None = None) -> str:
             f"no ffmpeg found: set {FFMPEG_ENV}, put ffmpeg on PATH or install imageio-ffmpeg "
             f"({exc})"
         ) from exc
-
-
-def ffmpeg_dir(ffmpeg: PathLike) -> Path:
-    """A folder holding ``ffmpeg`` (a link to ``ffmpeg``), for tools that look it up by name.
-
-    The folder lives in the system temp folder and is reused across calls.
-    """
-    ffmpeg = Path(ffmpeg).resolve()
-    if ffmpeg.name == "ffmpeg":
-        return ffmpeg.parent
-    key = f"{abs(hash(str(ffmpeg))) & 0xFFFFFFFF:08x}"
-    folder = Path(tempfile.gettempdir()) / f"audioset-data-ffmpeg-{os.getuid()}-{key}"
-    link = folder / "ffmpeg"
-    if not link.exists():
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = folder / f"ffmpeg.{os.getpid()}.{threading.get_ident()}"
-        try:
-            tmp.symlink_to(ffmpeg)
-        except OSError:
-            shutil.copy2(ffmpeg, tmp)
-        os.replace(tmp, link)
-    return folder
 
 
 @dataclass
@@ -216,6 +194,21 @@ def _tail(text: str, lines: int = 12) -> str:
     return "\n".join((errors or all_lines)[-lines:])
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _ffmpeg_env() -> dict[str, str] | None:
+    """ffmpeg's environment: where an HTTP proxy is set, loopback addresses (the local media
+    forwarder that adds cookies) bypass it; None (inherit as is) where none is set."""
+    if not any(os.environ.get(k) for k in ("http_proxy", "HTTP_PROXY")):
+        return None
+    env = dict(os.environ)
+    have = [h for h in (env.get("no_proxy") or env.get("NO_PROXY") or "").split(",") if h]
+    env["no_proxy"] = env["NO_PROXY"] = ",".join([*have, *(h for h in _LOOPBACK
+                                                          if h not in have)])
+    return env
+
+
 def _run_capped(
     args: list[str],
     *,
@@ -233,6 +226,7 @@ def _run_capped(
         stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        env=_ffmpeg_env(),
     )
     stop: list[str] = []
     err_chunks: list[bytes] = []
@@ -656,6 +650,5 @@ __all__ = [
     "decode_audio",
     "decode_pcm",
     "encode_audio",
-    "ffmpeg_dir",
     "find_ffmpeg",
 ]

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from .errors import SegmentsError
 from .labels import LabelIndex
 from .targets import csr_from_columns
+from .video_ids import YTID_REGEX
 
 if TYPE_CHECKING:
     from .segment_list import Segments
@@ -59,10 +60,10 @@ _BOM = b"\xef\xbb\xbf"
 _NUMBER = r"[0-9]+(?:\.[0-9]*)?"
 _SEP = r"[ \t]*,[ \t]*"
 _ROW_RX = (
-    rf"^(?P<ytid>[A-Za-z0-9_-]{{11}}){_SEP}(?P<start>{_NUMBER}){_SEP}(?P<end>{_NUMBER}){_SEP}"
+    rf"^(?P<ytid>{YTID_REGEX}){_SEP}(?P<start>{_NUMBER}){_SEP}(?P<end>{_NUMBER}){_SEP}"
     r'"(?P<labels>[^"]*)"[ \t]*$'
 )
-_YTID = re.compile(r"[A-Za-z0-9_-]{11}")
+_YTID = re.compile(YTID_REGEX)
 _ID_BYTE = np.zeros(256, dtype=bool)  # the bytes a YouTube id may hold
 _ID_BYTE[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
                        np.uint8)] = True

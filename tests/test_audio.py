@@ -17,7 +17,6 @@ from audioset_data.audio import (
     decode_audio,
     decode_pcm,
     encode_audio,
-    ffmpeg_dir,
     find_ffmpeg,
 )
 from audioset_data.errors import ConfigError, DownloadError
@@ -89,8 +88,9 @@ def test_find_ffmpeg_order(tmp_path, monkeypatch):
     assert find_ffmpeg() == str(Path(bundled).resolve())
     monkeypatch.delenv(FFMPEG_ENV)
     # a binary called ffmpeg on PATH wins over the bundled one
-    folder = ffmpeg_dir(bundled)
-    assert (folder / "ffmpeg").exists()
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "ffmpeg").symlink_to(bundled)
     monkeypatch.setenv("PATH", str(folder) + os.pathsep + os.environ.get("PATH", ""))
     assert find_ffmpeg() == str(folder / "ffmpeg")
 
@@ -231,3 +231,15 @@ def test_http_options_unknown_to_an_older_ffmpeg_are_left_out(tmp_path):
                    "echo '  -request_size <int64> .D.'\n")
     old.chmod(old.stat().st_mode | stat.S_IEXEC)
     assert http_read_options(str(old)) == ("-request_size", "65536")
+
+
+def test_loopback_addresses_bypass_an_http_proxy(monkeypatch):
+    from audioset_data.audio import _ffmpeg_env
+
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    assert _ffmpeg_env() is None
+    monkeypatch.setenv("http_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "intranet.example")
+    env = _ffmpeg_env()
+    assert env["no_proxy"].split(",") == ["intranet.example", "127.0.0.1", "localhost", "::1"]
