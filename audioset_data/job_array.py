@@ -23,6 +23,7 @@ from .config import PathLike
 from .download_plan import _crc32_many
 from .errors import CacheError, ConfigError
 from .manifest import Manifest
+from .reader import write_index
 from .store import MANIFEST_NAME, FolderLock, cache_dir
 
 logger = logging.getLogger("audioset_data.download")
@@ -191,6 +192,7 @@ def merge(split: str, root: PathLike | None = None, *,
                 out.merge_from(part, prefix=f"part-{i}-of-{count}-")
                 logger.info("merged %s", part.name)
             out.finish()
+            write_index(out)  # the joined cache opens quickly the first time too
     if missing:
         logger.warning("merged %d of %d parts; parts %s are missing", len(found), count,
                        ", ".join(map(str, missing)))
