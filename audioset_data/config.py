@@ -22,11 +22,15 @@ DATA_HOME_ENV = "AUDIOSET_DATA_HOME"
 ONTOLOGY_BASE_URL_ENV = "AUDIOSET_ONTOLOGY_BASE_URL"
 #: Environment variable that overrides the base address of the official CSV files.
 CSV_BASE_URL_ENV = "AUDIOSET_CSV_BASE_URL"
+#: Environment variable that overrides the base address of the strong-label (2021) files.
+STRONG_BASE_URL_ENV = "AUDIOSET_STRONG_BASE_URL"
 
 #: Official base address of ``ontology.json``.
 ONTOLOGY_BASE_URL = "https://raw.githubusercontent.com/audioset/ontology/master/"
 #: Official base address of the segment lists and the label index.
 CSV_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/"
+#: Official base address of the temporally-strong label files (released 2021).
+STRONG_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/strong/"
 
 
 def data_home(root: PathLike | None = None) -> Path:
@@ -68,3 +72,8 @@ def ontology_base_url(explicit: str | None = None) -> str:
 def csv_base_url(explicit: str | None = None) -> str:
     """Base address of the official CSV files (argument, then env var, then the official one)."""
     return _base_url(explicit, CSV_BASE_URL_ENV, CSV_BASE_URL)
+
+
+def strong_base_url(explicit: str | None = None) -> str:
+    """Base address of the strong-label files (argument, then env var, then the official one)."""
+    return _base_url(explicit, STRONG_BASE_URL_ENV, STRONG_BASE_URL)

@@ -35,6 +35,11 @@ class SegmentsError(AudioSetError, ValueError):
     """A segment list (CSV) is malformed; the message names file and line."""
 
 
+class StrongLabelsError(AudioSetError, ValueError):
+    """A strong-label file (events, framed labels, vocabulary) is malformed; the message names
+    file and line."""
+
+
 class RemoteError(AudioSetError, OSError):
     """A remote resource could not be fetched (network, HTTP status, timeouts)."""
 
@@ -61,5 +66,6 @@ __all__ = [
     "OntologyError",
     "RemoteError",
     "SegmentsError",
+    "StrongLabelsError",
     "UnknownClassError",
 ]

@@ -26,10 +26,12 @@ from urllib3.util.retry import Retry
 from .config import (
     CSV_BASE_URL_ENV,
     ONTOLOGY_BASE_URL_ENV,
+    STRONG_BASE_URL_ENV,
     PathLike,
     csv_base_url,
     data_home,
     ontology_base_url,
+    strong_base_url,
 )
 from .errors import ChecksumMismatchError, ConfigError, RemoteError
 from .fileio import atomic_path, atomic_write
@@ -50,7 +52,7 @@ class Remote:
 
     name: str
     filename: str
-    group: str  # "ontology" or "csv": which base address serves it
+    group: str  # "ontology", "csv" or "strong": which base address serves it
     size: int | None = None
     sha256: str | None = None
     git_sha1: str | None = None
@@ -59,6 +61,8 @@ class Remote:
         """Full address of the file under ``base_url`` (or the configured default)."""
         if self.group == "ontology":
             base = ontology_base_url(base_url)
+        elif self.group == "strong":
+            base = strong_base_url(base_url)
         else:
             base = csv_base_url(base_url)
         return base + self.filename
@@ -104,6 +108,33 @@ REMOTES: dict[str, Remote] = {
             "unbalanced_train_segments.csv",
             "csv",
             git_sha1="09dd5a7ca8b5c9067007115ca053c455c502d55c",
+        ),
+        # Temporally-strong labels (2021): only the git blob SHA-1 is known for these.
+        Remote(
+            "train_strong",
+            "audioset_train_strong.tsv",
+            "strong",
+            git_sha1="e409b11779822235ad71b8fc80dbfb39e59cb2a8",
+        ),
+        Remote(
+            "eval_strong",
+            "audioset_eval_strong.tsv",
+            "strong",
+            git_sha1="0acaf913fb334ad7f5e67ee4855a20697d48edb0",
+        ),
+        Remote(
+            "eval_strong_framed_posneg",
+            "audioset_eval_strong_framed_posneg.tsv",
+            "strong",
+            git_sha1="63850af596a64d8bb53cee34d8206ee6addcb740",
+        ),
+        Remote(
+            "strong_mid_to_display_name",
+            "mid_to_display_name.tsv",
+            "strong",
+            size=10477,
+            sha256="6aeaa2144223933eab75566ca478366ad80e59f381611e308cbe536913d7ddf7",
+            git_sha1="02b2bd69614d3966ec6f9ed564ac0346024538c8",
         ),
     )
 }
@@ -287,9 +318,10 @@ def _unreachable(url: str, exc: BaseException, remote: Remote | None) -> str:
     what = ("cannot resolve the host name" if "NameResolution" in names
             or "Name or service not known" in names or "getaddrinfo" in names
             else "cannot connect")
-    env = ONTOLOGY_BASE_URL_ENV if remote is not None and remote.group == "ontology" \
-        else CSV_BASE_URL_ENV
-    flag = "" if remote is not None and remote.group == "ontology" else " (or --csv-url)"
+    group = remote.group if remote is not None else "csv"
+    env = {"ontology": ONTOLOGY_BASE_URL_ENV, "strong": STRONG_BASE_URL_ENV}.get(
+        group, CSV_BASE_URL_ENV)
+    flag = " (or --csv-url)" if group == "csv" else ""
     name = remote.filename if remote is not None else url
     return (f"could not fetch {name} from {host}: {what} (offline?). Set {env}{flag} to a "
             "mirror folder or address holding the official files")
