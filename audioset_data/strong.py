@@ -23,6 +23,7 @@ Frame targets and the frame arrays of the framed file live in :mod:`audioset_dat
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,14 +87,20 @@ def _read_table(path: Path, columns: tuple[str, ...], *, header: bool) -> pd.Dat
             skip_blank_lines=False, encoding="utf-8", engine="c",
         )
     except pd.errors.ParserError as exc:
-        raise StrongLabelsError(f"{source}: {str(exc).strip()} (line numbers count from the "
-                                f"first data line; expected {len(columns)} fields)") from None
+        # pandas counts lines from the top of the file, header included
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+        if m is None:
+            raise StrongLabelsError(f"{source}: {str(exc).strip()}") from None
+        raise StrongLabelsError(f"{source}:{m.group(2)}: expected {len(columns)} tab-separated "
+                                f"fields, saw {m.group(3)}") from None
     except UnicodeDecodeError as exc:
         raise StrongLabelsError(f"{source}: not UTF-8 text ({exc})") from None
     table["line"] = np.arange(first_line, first_line + len(table), dtype=np.int64)
-    short = table[list(columns)].isna().any(axis=1).to_numpy()
+    # a missing trailing field reads as "", like an empty one: both are refused
+    fields = table[list(columns)]
+    short = (fields.isna() | (fields == "")).any(axis=1).to_numpy()
     if short.any():
-        _bad(source, table, short, f"expected {len(columns)} tab-separated fields")
+        _bad(source, table, short, f"expected {len(columns)} non-empty tab-separated fields")
     return table
 
 

@@ -47,8 +47,7 @@ def _frame_count(hop: float, clip_seconds: float) -> tuple[int, int]:
 
 def _positions(keys: np.ndarray, order: Sequence[str] | np.ndarray) -> np.ndarray:
     """Position of each of ``keys`` in ``order`` (-1 where absent)."""
-    cat = pd.Categorical(keys, categories=pd.Index(order))
-    return np.asarray(cat.codes, dtype=np.int64)
+    return np.asarray(pd.Index(order).get_indexer(keys), dtype=np.int64)
 
 
 def _key_order(default: np.ndarray, keys: Sequence[str] | None) -> np.ndarray:
