@@ -56,12 +56,17 @@ class DownloadError(AudioSetError, RuntimeError):
     """A clip could not be downloaded or decoded."""
 
 
+class EvaluationError(AudioSetError, ValueError):
+    """Targets, scores or masks given to an evaluation function cannot be evaluated."""
+
+
 __all__ = [
     "AudioSetError",
     "CacheError",
     "ChecksumMismatchError",
     "ConfigError",
     "DownloadError",
+    "EvaluationError",
     "LabelIndexError",
     "OntologyError",
     "RemoteError",

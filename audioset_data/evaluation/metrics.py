@@ -1,0 +1,406 @@
+"""Per-class ranking metrics of a multi-label tagger: AP, ROC AUC, d-prime and EER.
+
+All classes are computed at once: each column is sorted once (``argsort`` on the transposed
+block), then cumulative true/false positive counts are read at the end of every tie group. The
+results equal scikit-learn's ``average_precision_score`` (the step sum, no interpolation) and
+``roc_auc_score`` (ties count one half, the trapezoid of the ROC curve), to rounding.
+
+A class is *undefined* when it has no positive or no negative (among the known pairs): its
+metrics are NaN, it is left out of every average and counted in
+:attr:`ClassMetrics.n_undefined`. (scikit-learn reports AP 0 with a warning and torchmetrics an
+AUROC of 0 for such classes; both move the average.)
+
+The optional ``known`` mask marks the (clip, class) pairs whose truth is known; the others are
+dropped from that class's computation rather than counted negative, which is what frame-level or
+partially annotated evaluation needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import ndtri
+
+from ..errors import EvaluationError
+
+# Columns per block: bounds the work arrays to a few (n × block) float64 arrays.
+_BLOCK_ELEMENTS = 1 << 21
+
+ArrayLike = Any
+
+
+def dprime(auc: ArrayLike) -> np.ndarray:
+    """d-prime of ROC AUC values: ``sqrt(2) * Φ⁻¹(auc)``.
+
+    An AUC of 1 gives ``inf``, 0 gives ``-inf``, NaN stays NaN.
+
+    Examples
+    --------
+    >>> float(dprime(0.5))
+    0.0
+    >>> round(float(dprime(0.9)), 4)
+    1.8124
+    """
+    return np.sqrt(2.0) * ndtri(np.asarray(auc, dtype=np.float64))
+
+
+def _nanmean(values: np.ndarray, mask: np.ndarray) -> float:
+    if not mask.any():
+        return float("nan")
+    return float(np.mean(values[mask]))
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    """Per-class metrics and their averages.
+
+    Attributes
+    ----------
+    ap, auc, dprime, eer : numpy.ndarray of float64, shape (C,)
+        Average precision, ROC AUC, ``sqrt(2)·Φ⁻¹(auc)`` and equal error rate; NaN where the
+        class is undefined.
+    n_pos, n_neg : numpy.ndarray of int64, shape (C,)
+        Positives and negatives of each class among the known pairs.
+    defined : numpy.ndarray of bool, shape (C,)
+        At least one positive and one negative.
+    """
+
+    ap: np.ndarray
+    auc: np.ndarray
+    dprime: np.ndarray
+    eer: np.ndarray
+    n_pos: np.ndarray
+    n_neg: np.ndarray
+    defined: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (columns)."""
+        return int(self.ap.shape[0])
+
+    @property
+    def n_undefined(self) -> int:
+        """Classes without a positive or without a negative (left out of the averages)."""
+        return int((~self.defined).sum())
+
+    @property
+    def mean_ap(self) -> float:
+        """Macro mean AP over the defined classes (the "mAP" of AudioSet papers)."""
+        return _nanmean(self.ap, self.defined)
+
+    @property
+    def mean_auc(self) -> float:
+        """Macro mean ROC AUC over the defined classes."""
+        return _nanmean(self.auc, self.defined)
+
+    @property
+    def dprime_of_mean_auc(self) -> float:
+        """``sqrt(2)·Φ⁻¹(mean_auc)``: the d-prime reported by AST and PANNs."""
+        return float(dprime(self.mean_auc))
+
+    @property
+    def mean_dprime(self) -> float:
+        """Mean of the per-class d-primes (``inf`` if a class has AUC 1)."""
+        return _nanmean(self.dprime, self.defined)
+
+    @property
+    def mean_eer(self) -> float:
+        """Macro mean equal error rate over the defined classes."""
+        return _nanmean(self.eer, self.defined)
+
+    def _weighted(self, values: np.ndarray, prior: ArrayLike | None) -> float:
+        if prior is None:
+            w = self.n_pos.astype(np.float64)
+        else:
+            w = np.asarray(prior, dtype=np.float64)
+            if w.shape != values.shape:
+                raise EvaluationError(
+                    f"prior has shape {w.shape}; expected ({self.n_classes},), one weight "
+                    "per class")
+            if not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise EvaluationError("prior must be finite and non-negative")
+        w = np.where(self.defined, w, 0.0)
+        total = w.sum()
+        if total <= 0:
+            return float("nan")
+        return float(np.dot(np.where(self.defined, values, 0.0), w) / total)
+
+    def weighted_ap(self, prior: ArrayLike | None = None) -> float:
+        """AP averaged with class weights ``prior`` over the defined classes.
+
+        Parameters
+        ----------
+        prior : array_like of shape (C,), optional
+            Non-negative weight per class, e.g. the class priors of a training set. Default:
+            the number of positives of each class in these targets.
+        """
+        return self._weighted(self.ap, prior)
+
+    def weighted_auc(self, prior: ArrayLike | None = None) -> float:
+        """ROC AUC averaged with class weights ``prior`` (see :meth:`weighted_ap`)."""
+        return self._weighted(self.auc, prior)
+
+    def summary(self) -> dict[str, float | int]:
+        """The averages as a plain dict (for reports and JSON)."""
+        return {
+            "mean_ap": self.mean_ap,
+            "mean_auc": self.mean_auc,
+            "dprime_of_mean_auc": self.dprime_of_mean_auc,
+            "mean_dprime": self.mean_dprime,
+            "mean_eer": self.mean_eer,
+            "n_classes": self.n_classes,
+            "n_undefined": self.n_undefined,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _as_bool_matrix(x: ArrayLike, name: str) -> np.ndarray:
+    """Dense 2-D bool array of a dense or sparse bool/0-1 integer input."""
+    if sp.issparse(x):
+        dtype = x.dtype
+        if x.ndim != 2:
+            raise EvaluationError(f"{name} must be 2-D (clips × classes); got {x.ndim}-D")
+        if dtype != np.bool_ and not np.issubdtype(dtype, np.integer):
+            raise EvaluationError(f"{name} must be boolean (or 0/1 integers); got dtype {dtype}")
+        dense = x.toarray()
+    else:
+        dense = np.asarray(x)
+        if dense.ndim != 2:
+            raise EvaluationError(
+                f"{name} must be 2-D (clips × classes); got shape {dense.shape}")
+        if dense.dtype != np.bool_ and not np.issubdtype(dense.dtype, np.integer):
+            raise EvaluationError(
+                f"{name} must be boolean (or 0/1 integers); got dtype {dense.dtype}; convert "
+                "probabilities with a threshold first")
+    if dense.dtype != np.bool_:
+        if dense.size and (dense.min() < 0 or dense.max() > 1):
+            raise EvaluationError(f"{name} holds values other than 0 and 1")
+        dense = dense.astype(np.bool_)
+    return dense
+
+
+def _as_scores(x: ArrayLike, name: str = "scores") -> np.ndarray:
+    if sp.issparse(x):
+        x = x.toarray()
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise EvaluationError(f"{name} must be 2-D (clips × classes); got shape {a.shape}")
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating)
+                                   or np.issubdtype(a.dtype, np.integer)):
+        raise EvaluationError(f"{name} must be real numbers; got dtype {a.dtype}")
+    a = a.astype(np.float64, copy=False)
+    if not np.all(np.isfinite(a)):
+        bad = np.argwhere(~np.isfinite(a))[0]
+        raise EvaluationError(
+            f"{name} must be finite; {name}[{bad[0]}, {bad[1]}] is {a[bad[0], bad[1]]}")
+    return a
+
+
+def _validate(targets: ArrayLike, scores: ArrayLike, known: ArrayLike | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    y = _as_bool_matrix(targets, "targets")
+    s = _as_scores(scores)
+    if y.shape != s.shape:
+        raise EvaluationError(f"targets have shape {y.shape} but scores {s.shape}")
+    if y.shape[0] == 0 or y.shape[1] == 0:
+        raise EvaluationError(f"nothing to evaluate: shape {y.shape}")
+    k = None
+    if known is not None:
+        k = _as_bool_matrix(known, "known")
+        if k.shape != y.shape:
+            raise EvaluationError(f"known has shape {k.shape} but targets {y.shape}")
+    return y, s, k
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel
+
+
+@dataclass
+class _Block:
+    """One block of columns (classes × clips), scores sorted, and the known positives.
+
+    ``desc`` holds the negated scores sorted ascending (so descending scores), unknown pairs
+    as NaN at the end of each row; ``n_known`` is the number of valid entries of each row.
+    ``pos_row``/``pos_val`` list the known positives row by row (negated scores), ``pos_off``
+    the start of each row's run.
+    """
+
+    desc: np.ndarray
+    n_known: np.ndarray
+    pos_row: np.ndarray
+    pos_val: np.ndarray
+    pos_off: np.ndarray
+
+
+def _make_block(y: np.ndarray, s: np.ndarray, k: np.ndarray | None, cols: slice) -> _Block:
+    neg = -np.ascontiguousarray(s[:, cols].T)
+    yt = np.ascontiguousarray(y[:, cols].T)
+    if k is not None:
+        kt = np.ascontiguousarray(k[:, cols].T)
+        yt &= kt
+        neg[~kt] = np.nan
+        n_known = kt.sum(axis=1)
+    else:
+        n_known = np.full(neg.shape[0], neg.shape[1], dtype=np.int64)
+    pos_row, pos_col = np.nonzero(yt)
+    pos_val = neg[pos_row, pos_col]
+    # np.sort is far faster than argsort (SIMD); ties and labels are recovered by searching.
+    desc = np.sort(neg, axis=1)
+    pos_off = np.searchsorted(pos_row, np.arange(neg.shape[0] + 1))
+    return _Block(desc, n_known, pos_row, pos_val, pos_off)
+
+
+def _block_metrics(b: _Block) -> tuple[np.ndarray, ...]:
+    n_rows, n = b.desc.shape
+    m = b.pos_val.size
+    ge = np.empty(m, dtype=np.int64)  # known pairs scoring >= the positive (to its tie end)
+    gt = np.empty(m, dtype=np.int64)  # known pairs scoring > the positive
+    pge = np.empty(m, dtype=np.int64)  # the same among positives
+    pgt = np.empty(m, dtype=np.int64)
+    for r in range(n_rows):
+        lo, hi = b.pos_off[r], b.pos_off[r + 1]
+        if lo == hi:
+            continue
+        v = b.pos_val[lo:hi]
+        row = b.desc[r, : b.n_known[r]]
+        ge[lo:hi] = np.searchsorted(row, v, side="right")
+        gt[lo:hi] = np.searchsorted(row, v, side="left")
+        pv = np.sort(v)
+        pge[lo:hi] = np.searchsorted(pv, v, side="right")
+        pgt[lo:hi] = np.searchsorted(pv, v, side="left")
+    n_pos = np.diff(b.pos_off).astype(np.float64)
+    n_known = b.n_known.astype(np.float64)
+    n_neg = n_known - n_pos
+    starts = b.pos_off[:-1]
+    has = n_pos > 0
+    ap = np.full(n_rows, np.nan)
+    auc = np.full(n_rows, np.nan)
+    eer = np.full(n_rows, np.nan)
+    if not has.any():
+        return ap, auc, eer, n_pos, n_neg
+    s_idx = starts[has]
+    # AP: every positive adds precision-at-its-tie-group-end / P (the step sum).
+    ap[has] = np.add.reduceat(pge / ge, s_idx) / n_pos[has]
+    # AUC: negatives below each positive, ties one half (Mann-Whitney U).
+    p_of = n_pos[b.pos_row]
+    below = (n_known[b.pos_row] - ge) - (p_of - pge)
+    tied = (ge - gt) - (pge - pgt)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc[has] = np.add.reduceat(below + 0.5 * tied, s_idx) / (n_pos[has] * n_neg[has])
+    eer[:] = _eer(b, ge, n_pos, n_neg)
+    return ap, auc, eer, n_pos, n_neg
+
+
+def _eer(b: _Block, ge: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) -> np.ndarray:
+    """EER per row: the DET point with the smallest |FPR - FNR|, first (highest threshold) on
+    equal gaps; reported as (FPR + FNR) / 2 there."""
+    n_rows, n = b.desc.shape
+    marks = np.bincount(b.pos_row * n + (ge - 1), minlength=n_rows * n).reshape(n_rows, n)
+    tp = np.cumsum(marks, axis=1)
+    d = b.desc
+    end = np.empty(d.shape, dtype=np.bool_)
+    np.not_equal(d[:, 1:], d[:, :-1], out=end[:, :-1])
+    end[:, -1] = True
+    end &= np.arange(n)[None, :] < b.n_known[:, None]
+    cnt = np.arange(1, n + 1, dtype=np.float64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fpr = (cnt - tp) / n_neg[:, None]
+        fnr = 1.0 - tp / n_pos[:, None]
+        gap = np.abs(fpr - fnr)
+    gap[~end] = np.inf
+    j = np.argmin(gap, axis=1)
+    r = np.arange(n_rows)
+    return 0.5 * (fpr[r, j] + fnr[r, j])
+
+
+def _blocks(n: int, c: int) -> list[slice]:
+    width = max(1, min(c, _BLOCK_ELEMENTS // max(n, 1)))
+    return [slice(i, min(i + width, c)) for i in range(0, c, width)]
+
+
+def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
+                  known: ArrayLike | None = None) -> ClassMetrics:
+    """AP, ROC AUC, d-prime and EER of every class.
+
+    Parameters
+    ----------
+    targets : array_like or scipy sparse, shape (n, C)
+        True labels, boolean (or 0/1 integers).
+    scores : array_like, shape (n, C)
+        Finite real scores (probabilities or logits); higher means more likely positive.
+    known : array_like or scipy sparse of bool, shape (n, C), optional
+        Pairs whose truth is known; the others are left out of their class's computation.
+
+    Returns
+    -------
+    ClassMetrics
+
+    Raises
+    ------
+    EvaluationError
+        Shapes differ or are not 2-D, targets are not boolean, scores are not finite.
+
+    Notes
+    -----
+    * AP is ``Σ_k (R_k - R_{k-1}) P_k`` over the distinct thresholds (scikit-learn's
+      ``average_precision_score``, no interpolation).
+    * AUC is the trapezoid of the ROC curve over the distinct thresholds, so tied positive /
+      negative pairs count one half (scikit-learn's ``roc_auc_score``).
+    * EER: at each distinct threshold the DET point (FPR, FNR) is taken; the point with the
+      smallest ``|FPR - FNR|`` is chosen, the highest threshold among equal gaps, and the
+      reported EER is ``(FPR + FNR) / 2`` there.
+    * A class without positives or without negatives is NaN in every metric.
+
+    Examples
+    --------
+    >>> m = class_metrics([[1, 0], [0, 1], [1, 0]], [[0.9, 0.2], [0.4, 0.1], [0.3, 0.8]])
+    >>> m.ap.round(4).tolist(), m.auc.tolist()
+    ([0.8333, 0.3333], [0.5, 0.0])
+    """
+    y, s, k = _validate(targets, scores, known)
+    n, c = y.shape
+    ap = np.empty(c)
+    auc = np.empty(c)
+    eer = np.empty(c)
+    n_pos = np.empty(c)
+    n_neg = np.empty(c)
+    for cols in _blocks(n, c):
+        b = _make_block(y, s, k, cols)
+        ap[cols], auc[cols], eer[cols], n_pos[cols], n_neg[cols] = _block_metrics(b)
+    defined = (n_pos > 0) & (n_neg > 0)
+    for arr in (ap, auc, eer):
+        arr[~defined] = np.nan
+    return ClassMetrics(ap=ap, auc=auc, dprime=dprime(auc), eer=eer,
+                        n_pos=n_pos.astype(np.int64), n_neg=n_neg.astype(np.int64),
+                        defined=defined)
+
+
+def micro_average_precision(targets: ArrayLike, scores: ArrayLike, *,
+                            known: ArrayLike | None = None) -> float:
+    """AP of all (clip, class) pairs pooled into one ranking (the "micro" average).
+
+    Unknown pairs (``known`` False) are left out. NaN when the pooled pairs have no positive or
+    no negative.
+    """
+    y, s, k = _validate(targets, scores, known)
+    if k is not None:
+        y, s = y[k], s[k]
+        if y.size == 0:
+            return float("nan")
+    y = y.reshape(-1, 1)
+    s = s.reshape(-1, 1)
+    b = _make_block(y, s, None, slice(0, 1))
+    ap, _, _, n_pos, n_neg = _block_metrics(b)
+    if n_pos[0] == 0 or n_neg[0] == 0:
+        return float("nan")
+    return float(ap[0])
+
+
+__all__ = ["ClassMetrics", "class_metrics", "dprime", "micro_average_precision"]
