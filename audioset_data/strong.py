@@ -39,6 +39,13 @@ from .video_ids import YTID_REGEX, YTID_RULE
 
 if TYPE_CHECKING:
     from .ontology import Ontology
+    from .strong_frames import (  # re-exported lazily, see __getattr__ below
+        DEFAULT_HOP,
+        FramedArrays,
+        FrameTargets,
+        frame_targets,
+        framed_arrays,
+    )
 
 #: Official sources by short name, and the remote that serves each.
 STRONG_SOURCES = {"train": "train_strong", "eval": "eval_strong"}
@@ -151,7 +158,8 @@ def _parse_common(table: pd.DataFrame, source: str) -> pd.DataFrame:
 def _label_columns(mids: pd.Series, label_index: LabelIndex) -> np.ndarray:
     """Column of each mid in ``label_index``, -1 where the mid is not a label."""
     codes, uniques = pd.factorize(mids)
-    cols = np.array([label_index._pos.get(m, -1) for m in uniques], dtype=np.int64)
+    cols = np.array([label_index.index(m) if m in label_index else -1 for m in uniques],
+                    dtype=np.int64)
     return cols[codes] if len(codes) else np.empty(0, dtype=np.int64)
 
 
@@ -448,11 +456,29 @@ def load_framed(
                         source=str(path))
 
 
+_FRAME_NAMES = ("DEFAULT_HOP", "FrameTargets", "FramedArrays", "frame_targets", "framed_arrays")
+
+
+def __getattr__(name: str):
+    """Re-export the frame functions of :mod:`audioset_data.strong_frames` (imported lazily,
+    since that module builds on this one)."""
+    if name in _FRAME_NAMES:
+        from . import strong_frames
+
+        return getattr(strong_frames, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "DEFAULT_HOP",
     "EVENT_COLUMNS",
     "FRAMED_COLUMNS",
+    "FrameTargets",
+    "FramedArrays",
     "FramedLabels",
     "StrongLabels",
+    "frame_targets",
+    "framed_arrays",
     "load_framed",
     "load_strong",
     "load_vocabulary",

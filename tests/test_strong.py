@@ -18,12 +18,12 @@ from audioset_data.errors import (
 from audioset_data.manifest import clip_key
 from audioset_data.remote import REMOTES, fetch
 from audioset_data.strong import (
+    frame_targets,
     load_framed,
     load_strong,
     load_vocabulary,
     vocabulary_mapping,
 )
-from audioset_data.strong_frames import frame_targets
 
 GUN, MACHINE_GUN = "/m/032s66", "/m/04zjc"
 HEADER = "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"
