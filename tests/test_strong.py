@@ -345,3 +345,29 @@ def test_offline_error_names_the_strong_mirror_setting(monkeypatch):
     monkeypatch.setenv("AUDIOSET_STRONG_BASE_URL", "http://no-such-host.invalid/strong/")
     with pytest.raises(RemoteError, match="AUDIOSET_STRONG_BASE_URL"):
         fetch("eval_strong", progress=False)
+
+
+@pytest.mark.parametrize("hop, min_overlap", [(0.96, 0.0), (0.96, 0.3), (0.5, 0.0), (0.25, 0.8)])
+def test_frame_targets_match_a_plain_loop_on_real_files(
+        strong_dir, label_index, vocab, hop, min_overlap):
+    strong = load_strong(strong_dir / "snore_ov_audioset_train_strong.tsv",
+                         label_index=label_index, vocabulary=vocab)
+    t = frame_targets(strong, hop=hop, min_overlap=min_overlap)
+    us, hop_us = 1_000_000, round(hop * 1_000_000)
+    n = 10_000_000 // hop_us
+    expected = set()
+    for (key, col), g in strong.events.groupby(["key", "label"]):
+        spans = sorted((round(a * us), round(b * us)) for a, b in zip(g["onset"], g["offset"],
+                                                                         strict=True))
+        for f in range(n):
+            lo, hi = f * hop_us, (f + 1) * hop_us
+            cover, end = 0, lo  # microsecond-exact length of the union, spans by onset
+            for a, b in spans:
+                a, b = max(a, end), min(b, hi)
+                if b > a:
+                    cover += b - a
+                    end = b
+            if cover > 0 and cover >= min_overlap * hop_us - 0.5:
+                expected.add((t.row(key, f), col))
+    coo = t.targets.tocoo()
+    assert set(zip(coo.row.tolist(), coo.col.tolist(), strict=True)) == expected
