@@ -97,10 +97,7 @@ class FrameTargets:
 
     def row(self, key: str, frame: int) -> int:
         """Matrix row of a clip's frame."""
-        pos = np.flatnonzero(self.keys == key)
-        if not len(pos) or not 0 <= frame < self.n_frames:
-            raise KeyError((key, frame))
-        return int(pos[0]) * self.n_frames + int(frame)
+        return _row(self, key, frame)
 
 
 def frame_targets(
@@ -218,6 +215,22 @@ class FramedArrays:
     def n_frames(self) -> int:
         """Frames per clip."""
         return len(self.frame_starts)
+
+    def row(self, key: str, frame: int) -> int:
+        """Matrix row of a clip's frame."""
+        return _row(self, key, frame)
+
+
+def _row(arrays: FrameTargets | FramedArrays, key: str, frame: int) -> int:
+    """Row ``clip_position * n_frames + frame``; a KeyError for an unknown clip or frame."""
+    where = arrays.__dict__.get("_where")
+    if where is None:  # built once; the dataclasses are frozen, so set it in __dict__
+        where = {k: i for i, k in enumerate(arrays.keys)}
+        arrays.__dict__["_where"] = where
+    pos = where.get(key)
+    if pos is None or not 0 <= frame < arrays.n_frames:
+        raise KeyError((key, frame))
+    return pos * arrays.n_frames + int(frame)
 
 
 def framed_arrays(

@@ -252,6 +252,11 @@ def test_framed_file_parses_and_maps_to_present_and_known(gun_framed, strong_dir
     # rows 1.92-2.88 and 3.84-4.80 -> frames 2 and 4
     block = a.present[k * 10:(k + 1) * 10][:, [gun]].toarray()[:, 0]
     assert np.flatnonzero(block).tolist() == [2, 4]
+    assert a.row("-9O1cb8z7Mk_0", 2) == k * 10 + 2
+    with pytest.raises(KeyError):
+        a.row("-9O1cb8z7Mk_0", 10)
+    with pytest.raises(KeyError):
+        a.row("not-a-clip_0", 0)
 
 
 def test_framed_negatives_are_known_unlisted_pairs_unknown_and_starts_rounded(
