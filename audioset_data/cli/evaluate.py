@@ -1,0 +1,79 @@
+"""``audioset evaluate``: score a model's clip scores against a cached split's labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``evaluate`` sub-command."""
+    e = sub.add_parser(
+        "evaluate", help="evaluate clip scores against a cached split's labels",
+        description="Scores are aligned with the cached split's clips by clip id "
+                    "(ytid_startms); ids missing on either side are reported, never guessed.")
+    e.add_argument("--scores", required=True,
+                   help=".npz (arrays 'ids' and 'scores'), .npy (with --ids), .parquet or .csv "
+                        "(a 'clip_id' column and one column per label)")
+    e.add_argument("--ids", help="text file of clip ids, one per line, for a .npy score file")
+    e.add_argument("--split", default="eval", help="cached split holding the labels (eval)")
+    e.add_argument("--root", help="data root")
+    e.add_argument("--on", help="evaluate only these clip ids (text file, one per line)")
+    e.add_argument("--bootstrap", type=int, default=0,
+                   help="resamples for a confidence interval of the mAP (e.g. 1000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    e.add_argument("--frames", action="store_true",
+                   help="frame-level scores (ids, frames, scores) against the framed strong "
+                        "labels (960 ms frames; unlisted pairs are unknown, not negative)")
+    e.add_argument("--framed", help="framed strong-label file (default: the official eval "
+                                    "file, fetched and verified)")
+    e.add_argument("--json", dest="json_out", help="write the result as JSON here")
+    e.add_argument("--markdown", help="write the markdown report here")
+    e.add_argument("--plots", help="write plots into this folder")
+    e.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from ..evaluation.scores_io import evaluate_cached, read_scores
+
+    on = _read_ids(args.on) if args.on else None
+    if args.frames:
+        result = _evaluate_frames(args)
+    else:
+        ids, scores = read_scores(args.scores, ids_file=args.ids)
+        result = evaluate_cached(ids, scores, split=args.split, root=args.root, on=on,
+                                 bootstrap=args.bootstrap, seed=args.seed)
+    text = result.to_markdown()
+    if args.markdown:
+        Path(args.markdown).write_text(text)
+    if args.json_out:
+        result.to_json(args.json_out)
+    if args.plots:
+        for p in result.plot(args.plots):
+            print(f"wrote {p}", file=sys.stderr)
+    print(text)
+    return 0
+
+
+def _evaluate_frames(args: argparse.Namespace):  # noqa: ANN202 - EvaluationResult
+    from ..evaluation.harness import evaluate_frames
+    from ..evaluation.scores_io import read_frame_scores
+    from ..labels import LabelIndex
+    from ..strong import load_framed
+
+    ids, frames, scores = read_frame_scores(args.scores)
+    label_index = LabelIndex.load(root=args.root)
+    framed = load_framed(args.framed or "eval", label_index=label_index, root=args.root)
+    return evaluate_frames(scores, ids, frames, framed.to_arrays(label_index),
+                           label_index=label_index, bootstrap=args.bootstrap, seed=args.seed)
+
+
+def _read_ids(path: str) -> list[str]:
+    from ..errors import EvaluationError
+
+    p = Path(path)
+    if not p.is_file():
+        raise EvaluationError(f"clip id file {path!r} not found")
+    return [line.strip() for line in p.read_text().splitlines() if line.strip()
+            and not line.startswith("#")]

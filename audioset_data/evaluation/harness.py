@@ -1,0 +1,441 @@
+"""One evaluation, explicit about what it was computed on.
+
+:func:`evaluate` takes scores and targets (clips × labels), optionally the clip ids, and returns
+an :class:`EvaluationResult`: per-class metrics with names, priors and ontology branches, the
+headline averages (each clearly named), and a record of what was evaluated: the clips
+evaluated against the clips listed, a hash of the evaluated clip-id list and of the label set.
+``on=ids`` restricts the evaluation to another paper's clip list so two numbers compare.
+
+:func:`gather_scores` joins the scores of several ranks (distributed evaluation), dropping
+the repeated clips that a distributed sampler pads with, by clip id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..config import PathLike
+from ..errors import EvaluationError
+from .bootstrap import BootstrapResult, bootstrap_map
+from .metrics import ClassMetrics, class_metrics, micro_average_precision
+
+logger = logging.getLogger(__name__)
+
+
+def id_list_hash(ids: Iterable[str]) -> str:
+    """SHA-256 of the sorted, newline-joined clip ids: the same set gives the same hash."""
+    text = "\n".join(sorted(str(i) for i in ids))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass
+class EvaluationResult:
+    """Per-class metrics plus what they were computed on; see :func:`evaluate`."""
+
+    metrics: ClassMetrics
+    mids: list[str]
+    names: list[str]
+    clip_ids: list[str] | None
+    n_listed: int | None
+    micro_ap: float
+    level: str = "clip"
+    priors: np.ndarray | None = None
+    branches: list[list[str]] | None = None
+    propagated: ClassMetrics | None = None
+    bootstrap: BootstrapResult | None = None
+    not_evaluated: list[str] = field(default_factory=list)
+    unscored: int = 0  # clips with labels but no scores (left out)
+    not_in_labels: int = 0  # scored clips without labels (left out)
+    _curves: tuple[Any, Any] | None = field(default=None, repr=False)
+
+    @property
+    def n_clips(self) -> int:
+        """Clips (or frames) evaluated."""
+        return int(self.metrics.n_pos[0] + self.metrics.n_neg[0]) if len(self.mids) else 0
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers and the record of what they were computed on."""
+        m = self.metrics
+        out: dict[str, Any] = {
+            "level": self.level,
+            "mAP (macro over defined classes)": _num(m.mean_ap),
+            "mean AUC": _num(m.mean_auc),
+            "d-prime of the mean AUC (AST/PANNs headline)": _num(m.dprime_of_mean_auc),
+            "mean of per-class d-primes": _num(m.mean_dprime),
+            "micro AP (all pairs pooled)": _num(self.micro_ap),
+            "classes defined": int(m.defined.sum()),
+            "classes undefined (no positives or no negatives, excluded)": int(m.n_undefined),
+            "labels": len(self.mids),
+            "label set sha256": id_list_hash(self.mids),
+        }
+        if self.priors is not None:
+            out["prior-weighted AP"] = _num(m.weighted_ap(self.priors))
+        if self.clip_ids is not None:
+            out["clips evaluated"] = len(self.clip_ids)
+            out["clip list sha256"] = id_list_hash(self.clip_ids)
+        if self.n_listed is not None:
+            out["clips listed"] = self.n_listed
+        if self.not_evaluated:
+            out["requested clips without scores"] = len(self.not_evaluated)
+        if self.unscored:
+            out["clips with labels but no scores (left out)"] = self.unscored
+        if self.not_in_labels:
+            out["scored clips without labels (left out)"] = self.not_in_labels
+        if self.propagated is not None:
+            out["mAP, labels propagated to ancestors"] = _num(self.propagated.mean_ap)
+        if self.bootstrap is not None:
+            b = self.bootstrap
+            out[f"mAP {getattr(b, 'confidence', 0.95):.0%} bootstrap interval"] = [
+                _num(b.low), _num(b.high)]
+        if self.branches is not None:
+            out["mAP per top-level branch"] = {
+                k: _num(v) for k, v in self.branch_means().items()}
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per class: mid, name, AP, AUC, d-prime, EER, counts, prior, branch."""
+        m = self.metrics
+        frame = pd.DataFrame({
+            "mid": self.mids, "name": self.names, "ap": m.ap, "auc": m.auc,
+            "dprime": m.dprime, "eer": m.eer, "n_pos": m.n_pos, "n_neg": m.n_neg,
+            "defined": m.defined,
+        })
+        if self.priors is not None:
+            frame["prior"] = self.priors
+        if self.branches is not None:
+            frame["branch"] = [", ".join(b) for b in self.branches]
+        if self.propagated is not None:
+            frame["ap_propagated"] = self.propagated.ap
+        return frame
+
+    def branch_means(self) -> dict[str, float]:
+        """Mean AP of the defined classes under each top-level branch (a class under two
+        branches counts in both)."""
+        if self.branches is None:
+            return {}
+        out: dict[str, list[float]] = {}
+        for ap, ok, names in zip(self.metrics.ap, self.metrics.defined, self.branches,
+                                 strict=True):
+            for b in names:
+                if ok:
+                    out.setdefault(b, []).append(float(ap))
+        return {b: float(np.mean(v)) for b, v in sorted(out.items())}
+
+    def to_json(self, path: PathLike | None = None) -> str:
+        """Summary and per-class table as JSON (written to ``path`` when given)."""
+        frame = self.to_frame().replace({np.nan: None})
+        text = json.dumps({"summary": self.summary(),
+                           "classes": frame.to_dict("records")}, indent=1, default=_num)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def to_markdown(self, top: int = 20) -> str:
+        """A markdown report: the summary, then the best and worst classes by AP."""
+        lines = ["| measure | value |", "|---|---|"]
+        for k, v in self.summary().items():
+            if isinstance(v, dict):
+                v = "; ".join(f"{a} {b:.3f}" for a, b in v.items() if b is not None)
+            elif isinstance(v, float):
+                v = f"{v:.4f}"
+            lines.append(f"| {k} | {v} |")
+        frame = self.to_frame()
+        frame = frame[frame["defined"]].sort_values("ap", ascending=False)
+        cols = ["name", "ap", "auc", "dprime", "n_pos"]
+        for title, part in (("best", frame.head(top)), ("worst", frame.tail(top)[::-1])):
+            lines += ["", f"{title} {len(part)} classes by AP:", "",
+                      "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            for r in part.itertuples():
+                lines.append(f"| {r.name} | {r.ap:.3f} | {r.auc:.3f} | {r.dprime:.3f} | "
+                             f"{r.n_pos} |")
+        return "\n".join(lines) + "\n"
+
+    def plot(self, folder: PathLike, classes: Sequence[str] = ()) -> list[Path]:
+        """Write the plots to ``folder``: AP against prior (log axis), mAP per branch, and
+        precision-recall curves of ``classes`` (mids or names). Returns the files."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        frame = self.to_frame()
+        if self.priors is not None:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            d = frame[frame["defined"]]
+            ax.scatter(d["prior"], d["ap"], s=6)
+            ax.set_xscale("log")
+            ax.set_xlabel("class prior")
+            ax.set_ylabel("average precision")
+            ax.set_title(f"AP against prior ({self.level} level)")
+            fig.tight_layout()
+            out.append(folder / "ap_vs_prior.png")
+            fig.savefig(out[-1], dpi=120)
+            plt.close(fig)
+        if self.branches is not None:
+            means = self.branch_means()
+            fig, ax = plt.subplots(figsize=(6, 3 + 0.2 * len(means)))
+            ax.barh(list(means), list(means.values()))
+            ax.set_xlabel("mAP")
+            fig.tight_layout()
+            out.append(folder / "map_per_branch.png")
+            fig.savefig(out[-1], dpi=120)
+            plt.close(fig)
+        if classes and self._curves is not None:
+            targets, scores = self._curves
+            fig, ax = plt.subplots(figsize=(5, 5))
+            for c in classes:
+                j = self._column(c)
+                p, r = _pr_curve(_dense_col(targets, j), np.asarray(scores[:, j]))
+                ax.step(r, p, where="post", label=f"{self.names[j]} (AP {self.metrics.ap[j]:.2f})")
+            ax.set_xlabel("recall")
+            ax.set_ylabel("precision")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            out.append(folder / "precision_recall.png")
+            fig.savefig(out[-1], dpi=120)
+            plt.close(fig)
+        return out
+
+    def _column(self, key: str) -> int:
+        if key in self.mids:
+            return self.mids.index(key)
+        lowered = [n.lower() for n in self.names]
+        if key.lower() in lowered:
+            return lowered.index(key.lower())
+        raise EvaluationError(f"class {key!r} is not among the evaluated labels")
+
+
+def _num(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def _dense_col(targets: Any, j: int) -> np.ndarray:
+    col = targets[:, [j]] if sp.issparse(targets) else targets[:, j]
+    return np.asarray(col.toarray() if sp.issparse(col) else col).reshape(-1).astype(bool)
+
+
+def _pr_curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-s, kind="stable")
+    tp = np.cumsum(y[order])
+    k = np.arange(1, len(y) + 1)
+    return tp / k, tp / max(1, int(y.sum()))
+
+
+def _check(scores: Any, targets: Any, n_labels: int | None) -> tuple[np.ndarray, Any]:
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise EvaluationError(f"scores must be clips × labels (2-D), not shape {scores.shape}")
+    if not np.issubdtype(scores.dtype, np.number) or np.issubdtype(scores.dtype, np.bool_):
+        raise EvaluationError(f"scores must be numbers, not {scores.dtype}")
+    if targets.shape != scores.shape:
+        raise EvaluationError(f"scores have shape {scores.shape}, targets {targets.shape}")
+    if n_labels is not None and scores.shape[1] != n_labels:
+        raise EvaluationError(f"the label axis has {scores.shape[1]} columns, the label index "
+                              f"{n_labels}")
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        raise EvaluationError(f"{int(bad.sum())} scores are NaN or infinite (first at clip row "
+                              f"{i}, label column {j})")
+    return scores, targets
+
+
+def evaluate(
+    scores: Any,
+    targets: Any,
+    *,
+    clip_ids: Sequence[str] | None = None,
+    on: Iterable[str] | None = None,
+    label_index: Any = None,
+    ontology: Any = None,
+    priors: Any = None,
+    n_listed: int | None = None,
+    known: Any = None,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: str = "clip",
+) -> EvaluationResult:
+    """Evaluate ``scores`` against ``targets`` (clips × labels) and record what on.
+
+    Parameters
+    ----------
+    clip_ids
+        Id of each row (``ytid_startms`` keys); needed for ``on`` and for the clip-list hash.
+    on
+        Restrict to these clip ids (e.g. another paper's list). Ids without a row are listed
+        in ``not_evaluated``, never guessed.
+    label_index, ontology
+        Names, and (with the ontology) top-level branches and a second mAP with labels and
+        scores propagated to ancestors (an ancestor's score is the highest of its own and its
+        descendants' scores).
+    priors
+        Per-class priors (a ``ClassPriors`` or an array) for the table and the prior-weighted AP.
+    n_listed
+        How many clips the split lists, recorded beside the clips evaluated.
+    known
+        Pairs whose truth is known (frame level: pairs absent from the framed file are unknown
+        and excluded).
+    bootstrap
+        Resamples for a confidence interval of the mAP over clips (0: none).
+    """
+    n_labels = len(label_index) if label_index is not None else None
+    scores, targets = _check(scores, targets, n_labels)
+    not_evaluated: list[str] = []
+    ids = None if clip_ids is None else [str(x) for x in clip_ids]
+    if ids is not None and len(ids) != scores.shape[0]:
+        raise EvaluationError(f"{len(ids)} clip ids for {scores.shape[0]} score rows")
+    if ids is not None and len(set(ids)) != len(ids):
+        raise EvaluationError("clip ids repeat: join ranks with gather_scores first")
+    if on is not None:
+        if ids is None:
+            raise EvaluationError("on= needs clip_ids to know which row is which clip")
+        wanted = [str(x) for x in on]
+        pos = {k: i for i, k in enumerate(ids)}
+        rows = [pos[k] for k in wanted if k in pos]
+        not_evaluated = [k for k in wanted if k not in pos]
+        if not_evaluated:
+            logger.warning("%d of the %d requested clips have no scores (e.g. %s)",
+                           len(not_evaluated), len(wanted), not_evaluated[0])
+        scores = scores[rows]
+        targets = targets[rows]
+        known = None if known is None else known[rows]
+        ids = [ids[i] for i in rows]
+    metrics = class_metrics(targets, scores, known=known)
+    mids = list(label_index.mids) if label_index is not None else [
+        str(j) for j in range(scores.shape[1])]
+    names = list(label_index.names) if label_index is not None else list(mids)
+    prior = None
+    if priors is not None:
+        prior = np.asarray(getattr(priors, "priors", priors), dtype=np.float64).reshape(-1)
+        if len(prior) != scores.shape[1]:
+            raise EvaluationError(f"{len(prior)} priors for {scores.shape[1]} labels")
+    branches = propagated = None
+    if ontology is not None and label_index is not None:
+        branches = _branches(ontology, mids)
+        P = label_index.propagation_matrix(ontology)  # noqa: N806
+        propagated = class_metrics(label_index.propagate(sp.csr_array(targets), ontology),
+                                   _propagate_scores(scores, P),
+                                   known=None)
+    boot = None
+    if bootstrap:
+        boot = bootstrap_map(targets, scores, n_resamples=bootstrap, seed=seed, known=known)
+    return EvaluationResult(
+        metrics=metrics, mids=mids, names=names, clip_ids=ids, n_listed=n_listed,
+        micro_ap=float(micro_average_precision(targets, scores, known=known)), level=level,
+        priors=prior, branches=branches, propagated=propagated, bootstrap=boot,
+        not_evaluated=not_evaluated, _curves=(targets, scores),
+    )
+
+
+def evaluate_frames(
+    frame_scores: Any,
+    clip_ids: Sequence[str],
+    frames: Sequence[int],
+    framed: Any,
+    *,
+    label_index: Any = None,
+    **kwargs: Any,
+) -> EvaluationResult:
+    """Frame-level evaluation against the framed strong labels (960 ms frames).
+
+    ``frame_scores`` has one row per ``(clip_ids[i], frames[i])``; ``framed`` is the framed
+    file as arrays (:meth:`audioset_data.strong.FramedLabels.to_arrays`). A (frame, label) pair
+    the framed file does not list is unknown and excluded, not negative; scored frames the file
+    does not list are left out and counted. Other keywords go to :func:`evaluate`.
+    """
+    scores = np.asarray(frame_scores)
+    if scores.ndim != 2 or len(scores) != len(clip_ids) or len(clip_ids) != len(frames):
+        raise EvaluationError(f"frame scores {scores.shape}, {len(clip_ids)} clip ids and "
+                              f"{len(frames)} frame numbers must agree")
+    rows, take = [], []
+    for i, (k, f) in enumerate(zip(clip_ids, frames, strict=True)):
+        try:
+            rows.append(framed.row(str(k), int(f)))
+            take.append(i)
+        except KeyError:
+            continue
+    if not rows:
+        raise EvaluationError("no scored frame is listed in the framed labels (clip ids are "
+                              "ytid_startms keys, frames count from 0)")
+    known = framed.known[rows]
+    listed_rows = np.flatnonzero(np.diff(framed.known.indptr) > 0)
+    ids = [f"{clip_ids[i]}#{int(frames[i])}" for i in take]
+    result = evaluate(scores[take], framed.present[rows], clip_ids=ids, known=known,
+                      label_index=label_index, level="frame", n_listed=len(listed_rows),
+                      **kwargs)
+    result.not_in_labels = len(clip_ids) - len(take)
+    result.unscored = len(set(listed_rows) - set(rows))
+    return result
+
+
+def _branches(ontology: Any, mids: Sequence[str]) -> list[list[str]]:
+    roots = set(ontology.roots())
+    out = []
+    for m in mids:
+        if m in ontology:
+            tops = sorted(ontology[r].name for r in ontology.ancestors(m, with_self=True)
+                          if r in roots)
+        else:
+            tops = []
+        out.append(tops or ["(not in the ontology)"])
+    return out
+
+
+def _propagate_scores(scores: np.ndarray, P: Any) -> np.ndarray:  # noqa: N803
+    """Ancestor j gets the highest score of the labels i with ``P[i, j]`` (itself included)."""
+    P = sp.csc_array(P)  # noqa: N806
+    out = np.empty_like(scores, dtype=np.float64)
+    for j in range(P.shape[1]):
+        rows = P.indices[P.indptr[j] : P.indptr[j + 1]]
+        out[:, j] = scores[:, rows].max(axis=1) if len(rows) else scores[:, j]
+    return out
+
+
+def gather_scores(
+    parts: Iterable[tuple[Sequence[str], Any]], *, atol: float = 1e-6
+) -> tuple[list[str], np.ndarray]:
+    """Join ``(clip_ids, scores)`` of several ranks, keeping each clip once.
+
+    A distributed sampler pads the evaluation set with repeated clips so every rank gets as
+    many; their repeats are dropped here. Two different scores for one clip raise
+    :class:`EvaluationError` (the ranks did not evaluate the same model).
+    """
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    seen: dict[str, int] = {}
+    for part_ids, part_scores in parts:
+        part_scores = np.asarray(part_scores)
+        if len(part_ids) != len(part_scores):
+            raise EvaluationError(f"{len(part_ids)} ids for {len(part_scores)} score rows")
+        for k, row in zip(part_ids, part_scores, strict=True):
+            k = str(k)
+            if k in seen:
+                if not np.allclose(rows[seen[k]], row, atol=atol):
+                    raise EvaluationError(f"clip {k} has two different score rows")
+                continue
+            seen[k] = len(ids)
+            ids.append(k)
+            rows.append(row)
+    if not rows:
+        raise EvaluationError("no scores to gather")
+    return ids, np.stack(rows)
+
+
+__all__ = ["EvaluationResult", "evaluate", "evaluate_frames", "gather_scores", "id_list_hash"]
