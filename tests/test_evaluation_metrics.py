@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -46,13 +47,14 @@ def _sk_per_class(y, s, known=None):
 def _eer_brute(y, s):
     """DET points at every distinct threshold, highest first; first smallest |FPR - FNR|."""
     pos, neg = s[y], s[~y]
+    p, n = len(pos), len(neg)
     best = None
     for t in np.unique(s)[::-1]:
-        fpr = np.mean(neg >= t)
-        fnr = np.mean(pos < t)
-        gap = abs(fpr - fnr)
+        fp = int(np.sum(neg >= t))
+        fn = int(np.sum(pos < t))
+        gap = Fraction(abs(fp * p - fn * n), n * p)
         if best is None or gap < best[0]:
-            best = (gap, (fpr + fnr) / 2)
+            best = (gap, (fp / n + fn / p) / 2)
     return best[1]
 
 
@@ -134,6 +136,17 @@ def test_hand_computed_small_case():
     # at .9 and .4: the first (highest threshold) wins, EER = (0 + 1/2) / 2
     # class 1: t=.8 (1/2, 1); t=.2 (1/2, 0); t=.1 (1, 0): gaps 1/2, 1/2, 1 -> (1/2 + 1) / 2
     np.testing.assert_allclose(m.eer, [0.25, 0.75])
+
+
+def test_eer_matches_brute_force_small_tied_classes():
+    rng = np.random.default_rng(21)
+    for _ in range(150):
+        n = int(rng.integers(2, 30))
+        y = rng.random((n, 4)) < rng.random()
+        s = np.round(rng.random((n, 4)), int(rng.integers(0, 3)))
+        m = class_metrics(y, s)
+        for j in np.flatnonzero(m.defined):
+            assert m.eer[j] == pytest.approx(_eer_brute(y[:, j], s[:, j]), abs=1e-12)
 
 
 def test_eer_perfect_and_inverted():

@@ -194,7 +194,8 @@ def _as_scores(x: ArrayLike, name: str = "scores") -> np.ndarray:
     if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.floating)
                                    or np.issubdtype(a.dtype, np.integer)):
         raise EvaluationError(f"{name} must be real numbers; got dtype {a.dtype}")
-    a = a.astype(np.float64, copy=False)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)  # float32 is kept: sorting it is exact and twice as fast
     if not np.all(np.isfinite(a)):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise EvaluationError(
@@ -224,100 +225,116 @@ def _validate(targets: ArrayLike, scores: ArrayLike, known: ArrayLike | None
 
 @dataclass
 class _Block:
-    """One block of columns (classes × clips), scores sorted, and the known positives.
+    """One block of columns (classes × clips): scores sorted, and the known positives.
 
     ``desc`` holds the negated scores sorted ascending (so descending scores), unknown pairs
     as NaN at the end of each row; ``n_known`` is the number of valid entries of each row.
-    ``pos_row``/``pos_val`` list the known positives row by row (negated scores), ``pos_off``
-    the start of each row's run.
+    ``pos_val`` lists the negated scores of the known positives row by row, ``pos_off`` the
+    start of each row's run.
     """
 
     desc: np.ndarray
     n_known: np.ndarray
-    pos_row: np.ndarray
     pos_val: np.ndarray
     pos_off: np.ndarray
 
 
-def _make_block(y: np.ndarray, s: np.ndarray, k: np.ndarray | None, cols: slice) -> _Block:
-    neg = -np.ascontiguousarray(s[:, cols].T)
-    yt = np.ascontiguousarray(y[:, cols].T)
-    if k is not None:
-        kt = np.ascontiguousarray(k[:, cols].T)
-        yt &= kt
-        neg[~kt] = np.nan
-        n_known = kt.sum(axis=1)
+def _positives(y: np.ndarray, k: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(class, clip) of every known positive, sorted by class."""
+    clip, cls = np.nonzero(y if k is None else y & k)
+    order = np.argsort(cls, kind="stable")
+    return cls[order], clip[order]
+
+
+def _make_block(st: np.ndarray, kt: np.ndarray | None, pos_cls: np.ndarray,
+                pos_clip: np.ndarray, cols: slice) -> _Block:
+    neg = np.negative(st[cols])
+    if kt is not None:
+        kb = kt[cols]
+        neg[~kb] = np.nan
+        n_known = kb.sum(axis=1)
     else:
         n_known = np.full(neg.shape[0], neg.shape[1], dtype=np.int64)
-    pos_row, pos_col = np.nonzero(yt)
-    pos_val = neg[pos_row, pos_col]
+    lo, hi = np.searchsorted(pos_cls, [cols.start, cols.stop])
+    pos_row = pos_cls[lo:hi] - cols.start
+    pos_val = neg[pos_row, pos_clip[lo:hi]]
     # np.sort is far faster than argsort (SIMD); ties and labels are recovered by searching.
-    desc = np.sort(neg, axis=1)
+    neg.sort(axis=1)
     pos_off = np.searchsorted(pos_row, np.arange(neg.shape[0] + 1))
-    return _Block(desc, n_known, pos_row, pos_val, pos_off)
+    return _Block(neg, n_known, pos_val, pos_off)
 
 
 def _block_metrics(b: _Block) -> tuple[np.ndarray, ...]:
-    n_rows, n = b.desc.shape
-    m = b.pos_val.size
-    ge = np.empty(m, dtype=np.int64)  # known pairs scoring >= the positive (to its tie end)
-    gt = np.empty(m, dtype=np.int64)  # known pairs scoring > the positive
-    pge = np.empty(m, dtype=np.int64)  # the same among positives
-    pgt = np.empty(m, dtype=np.int64)
-    for r in range(n_rows):
-        lo, hi = b.pos_off[r], b.pos_off[r + 1]
-        if lo == hi:
-            continue
-        v = b.pos_val[lo:hi]
-        row = b.desc[r, : b.n_known[r]]
-        ge[lo:hi] = np.searchsorted(row, v, side="right")
-        gt[lo:hi] = np.searchsorted(row, v, side="left")
-        pv = np.sort(v)
-        pge[lo:hi] = np.searchsorted(pv, v, side="right")
-        pgt[lo:hi] = np.searchsorted(pv, v, side="left")
+    n_rows = b.desc.shape[0]
     n_pos = np.diff(b.pos_off).astype(np.float64)
     n_known = b.n_known.astype(np.float64)
     n_neg = n_known - n_pos
-    starts = b.pos_off[:-1]
-    has = n_pos > 0
     ap = np.full(n_rows, np.nan)
     auc = np.full(n_rows, np.nan)
     eer = np.full(n_rows, np.nan)
-    if not has.any():
-        return ap, auc, eer, n_pos, n_neg
-    s_idx = starts[has]
-    # AP: every positive adds precision-at-its-tie-group-end / P (the step sum).
-    ap[has] = np.add.reduceat(pge / ge, s_idx) / n_pos[has]
-    # AUC: negatives below each positive, ties one half (Mann-Whitney U).
-    p_of = n_pos[b.pos_row]
-    below = (n_known[b.pos_row] - ge) - (p_of - pge)
-    tied = (ge - gt) - (pge - pgt)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        auc[has] = np.add.reduceat(below + 0.5 * tied, s_idx) / (n_pos[has] * n_neg[has])
-    eer[:] = _eer(b, ge, n_pos, n_neg)
+    for r in range(n_rows):
+        lo, hi = b.pos_off[r], b.pos_off[r + 1]
+        p, k = hi - lo, int(b.n_known[r])
+        if p == 0 or p == k:
+            continue
+        v = b.pos_val[lo:hi]
+        row = b.desc[r, :k]
+        ge = np.searchsorted(row, v, side="right")  # known pairs scoring >= the positive
+        gt = np.searchsorted(row, v, side="left")  # known pairs scoring > the positive
+        pv = np.sort(v)
+        pge = np.searchsorted(pv, v, side="right")  # the same among the positives
+        pgt = np.searchsorted(pv, v, side="left")
+        # AP: every positive adds the precision at the end of its tie group (the step sum).
+        ap[r] = np.sum(pge / ge) / p
+        # AUC: negatives below each positive, ties one half (Mann-Whitney U).
+        below = np.sum((k - ge) - (p - pge)) + 0.5 * np.sum((ge - gt) - (pge - pgt))
+        auc[r] = below / (p * (k - p))
+        eer[r] = _eer(row, pv, p, k - p)
     return ap, auc, eer, n_pos, n_neg
 
 
-def _eer(b: _Block, ge: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) -> np.ndarray:
-    """EER per row: the DET point with the smallest |FPR - FNR|, first (highest threshold) on
-    equal gaps; reported as (FPR + FNR) / 2 there."""
-    n_rows, n = b.desc.shape
-    marks = np.bincount(b.pos_row * n + (ge - 1), minlength=n_rows * n).reshape(n_rows, n)
-    tp = np.cumsum(marks, axis=1)
-    d = b.desc
-    end = np.empty(d.shape, dtype=np.bool_)
-    np.not_equal(d[:, 1:], d[:, :-1], out=end[:, :-1])
-    end[:, -1] = True
-    end &= np.arange(n)[None, :] < b.n_known[:, None]
-    cnt = np.arange(1, n + 1, dtype=np.float64)[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fpr = (cnt - tp) / n_neg[:, None]
-        fnr = 1.0 - tp / n_pos[:, None]
-        gap = np.abs(fpr - fnr)
-    gap[~end] = np.inf
-    j = np.argmin(gap, axis=1)
-    r = np.arange(n_rows)
-    return 0.5 * (fpr[r, j] + fnr[r, j])
+def _eer(row: np.ndarray, pv: np.ndarray, p: int, n: int) -> float:
+    """EER of one class from its sorted (negated) scores ``row`` and positives ``pv``.
+
+    The DET points are the ends of the tie groups (highest threshold first). Along them
+    ``h = FPR + TPR - 1 = FPR - FNR`` strictly increases (each group adds a negative or a
+    positive), so the smallest ``|FPR - FNR|`` is at the last point with ``h < 0`` or the first
+    with ``h >= 0``. Those are found by searching: the first positive group with ``h >= 0``,
+    then among the negative-only groups before it the one where ``h`` crosses zero. On equal
+    gaps the higher threshold wins; the EER reported is ``(FPR + FNR) / 2`` there.
+    """
+    u = np.unique(pv)  # distinct positive scores, highest first (negated, ascending)
+    tp_g = np.searchsorted(pv, u, side="right")
+    end_g = np.searchsorted(row, u, side="right")
+    start_g = np.searchsorted(row, u, side="left")
+    h_g = (end_g - tp_g) / n + tp_g / p - 1.0
+    g = int(np.argmax(h_g >= 0))  # exists: the last group has h = (end - p) / n >= 0
+    cand_cnt = [int(end_g[g])]
+    cand_tp = [int(tp_g[g])]
+    t_prev = int(tp_g[g - 1]) if g > 0 else 0
+    lo_cnt = int(end_g[g - 1]) if g > 0 else 0
+    if g > 0:
+        cand_cnt.append(lo_cnt)
+        cand_tp.append(t_prev)
+    hi_cnt = int(start_g[g])
+    if hi_cnt > lo_cnt:  # negative-only groups between the two positive groups
+        target = t_prev + n * (1.0 - t_prev / p)  # count where h would be 0
+        pos = min(max(int(np.ceil(target)) - 1, lo_cnt), hi_cnt - 1)
+        e1 = int(np.searchsorted(row, row[pos], side="right"))
+        e0 = int(np.searchsorted(row, row[pos], side="left"))
+        cand_cnt.append(e1)
+        cand_tp.append(t_prev)
+        if e0 > lo_cnt:
+            cand_cnt.append(e0)
+            cand_tp.append(t_prev)
+    cnt = np.array(cand_cnt, dtype=np.int64)
+    tp = np.array(cand_tp, dtype=np.int64)
+    order = np.argsort(cnt, kind="stable")
+    cnt, tp = cnt[order], tp[order]
+    # |FPR - FNR| * n * p in integers, so equal gaps compare equal (no rounding).
+    gap = np.abs((cnt - tp) * p - (p - tp) * n)
+    i = int(np.argmin(gap))
+    return 0.5 * ((cnt[i] - tp[i]) / n + (p - tp[i]) / p)
 
 
 def _blocks(n: int, c: int) -> list[slice]:
@@ -354,8 +371,8 @@ def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
     * AUC is the trapezoid of the ROC curve over the distinct thresholds, so tied positive /
       negative pairs count one half (scikit-learn's ``roc_auc_score``).
     * EER: at each distinct threshold the DET point (FPR, FNR) is taken; the point with the
-      smallest ``|FPR - FNR|`` is chosen, the highest threshold among equal gaps, and the
-      reported EER is ``(FPR + FNR) / 2`` there.
+      smallest ``|FPR - FNR|`` is chosen (compared exactly, as integers), the highest
+      threshold among equal gaps, and the reported EER is ``(FPR + FNR) / 2`` there.
     * A class without positives or without negatives is NaN in every metric.
 
     Examples
@@ -371,8 +388,11 @@ def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
     eer = np.empty(c)
     n_pos = np.empty(c)
     n_neg = np.empty(c)
+    st = np.ascontiguousarray(s.T)
+    kt = None if k is None else np.ascontiguousarray(k.T)
+    pos_cls, pos_clip = _positives(y, k)
     for cols in _blocks(n, c):
-        b = _make_block(y, s, k, cols)
+        b = _make_block(st, kt, pos_cls, pos_clip, cols)
         ap[cols], auc[cols], eer[cols], n_pos[cols], n_neg[cols] = _block_metrics(b)
     defined = (n_pos > 0) & (n_neg > 0)
     for arr in (ap, auc, eer):
@@ -396,7 +416,8 @@ def micro_average_precision(targets: ArrayLike, scores: ArrayLike, *,
             return float("nan")
     y = y.reshape(-1, 1)
     s = s.reshape(-1, 1)
-    b = _make_block(y, s, None, slice(0, 1))
+    pos_cls, pos_clip = _positives(y, None)
+    b = _make_block(np.ascontiguousarray(s.T), None, pos_cls, pos_clip, slice(0, 1))
     ap, _, _, n_pos, n_neg = _block_metrics(b)
     if n_pos[0] == 0 or n_neg[0] == 0:
         return float("nan")
