@@ -148,6 +148,9 @@ def test_score_files_and_the_cli_align_by_id(tmp_path, data_root, label_index, c
     direct = evaluate(scores[:38], np.stack(truth[:38]), clip_ids=keys[:38])
     assert summary["mAP (macro over defined classes)"] == pytest.approx(direct.metrics.mean_ap)
     assert "| mAP" in capsys.readouterr().out
+    assert main(["evaluate", "--scores", str(npz), "--split", "evalmini", "--root",
+                 str(data_root), "--strict"]) == 2
+    assert "notcached00_0" in capsys.readouterr().err
     np.save(tmp_path / "s.npy", scores)
     with pytest.raises(EvaluationError, match="--ids"):
         read_scores(tmp_path / "s.npy")

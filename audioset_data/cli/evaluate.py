@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--bootstrap", type=int, default=0,
                    help="resamples for a confidence interval of the mAP (e.g. 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    e.add_argument("--strict", action="store_true",
+                   help="fail when a scored clip is not in the cache (default: report it)")
     e.add_argument("--frames", action="store_true",
                    help="frame-level scores (ids, frames, scores) against the framed strong "
                         "labels (960 ms frames; unlisted pairs are unknown, not negative)")
@@ -43,7 +45,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         ids, scores = read_scores(args.scores, ids_file=args.ids)
         result = evaluate_cached(ids, scores, split=args.split, root=args.root, on=on,
-                                 bootstrap=args.bootstrap, seed=args.seed)
+                                 bootstrap=args.bootstrap, seed=args.seed, strict=args.strict)
     text = result.to_markdown()
     if args.markdown:
         Path(args.markdown).write_text(text)

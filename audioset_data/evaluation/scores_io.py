@@ -101,11 +101,13 @@ def evaluate_cached(
     on: Sequence[str] | None = None,
     bootstrap: int = 0,
     seed: int = 0,
+    strict: bool = False,
 ) -> EvaluationResult:
     """Evaluate scores against the labels of a cached split, aligned by clip id.
 
     Clips of the cache without scores and scores for clips the cache does not hold are
-    reported (logged and counted in the result), never matched by position.
+    reported (logged and counted in the result), never matched by position; ``strict`` makes
+    any scored clip the cache does not hold an error.
     """
     from ..labels import LabelIndex
     from ..manifest import Manifest
@@ -120,6 +122,10 @@ def evaluate_cached(
     have = [i for i, k in enumerate(ids) if k in pos]
     extra = len(ids) - len(have)
     missing = len(keys) - len(have)
+    if extra and strict:
+        unknown = [k for k in ids if k not in pos]
+        raise EvaluationError(f"{extra} scored clips are not in the {split} cache, e.g. "
+                              f"{unknown[:3]}")
     if extra:
         logger.warning("%d scored clips are not in the %s cache (e.g. %s); left out", extra,
                        split, next(k for k in ids if k not in pos))
