@@ -114,7 +114,8 @@ def main() -> int:
     bootstrap_map(targets, scores, n_resamples=50, seed=1)  # warm-up
     dt_boot, boot = timed(bootstrap_map, targets, scores, n_resamples=args.resamples, seed=0)
     print(f"bootstrap {args.resamples} resamples: {dt_boot:.2f} s; "
-          f"95% CI [{boot.low:.4f}, {boot.high:.4f}] around {boot.estimate:.4f}")
+          f"95% CI [{boot.low:.4f}, {boot.high:.4f}] around {boot.estimate:.4f}, "
+          f"bias {boot.bias:+.4f}, standard error {boot.std:.4f}")
 
     if args.write:
         import numpy
@@ -152,7 +153,13 @@ def main() -> int:
             "",
             f"Results: mAP {ours.mean_ap:.4f}, mean AUC {ours.mean_auc:.4f}, "
             f"d' (of mean AUC) {ours.dprime_of_mean_auc:.3f}, {ours.n_undefined} undefined "
-            f"classes; bootstrap 95% interval [{boot.low:.4f}, {boot.high:.4f}].",
+            f"classes; bootstrap 95% percentile interval [{boot.low:.4f}, {boot.high:.4f}] "
+            f"(bias of the resampled means {boot.bias:+.4f}, standard error {boot.std:.4f}).",
+            "",
+            "The interval lies above the estimate: AP is biased upwards on a resample (about "
+            "63 % distinct clips, so fewer distinct positives), and averaged over 527 classes "
+            "the standard error is smaller than that shift. The resampled APs are exact (the "
+            "tests compare each with `class_metrics` on the duplicated rows).",
             "",
         ]
         RESULTS.write_text("\n".join(lines))

@@ -262,6 +262,7 @@ def test_bootstrap_interval_contains_estimate_on_easy_data():
     assert res.low < res.estimate < res.high
     assert 0 < res.high - res.low < 0.2
     assert res.std > 0
+    assert res.bias == pytest.approx(np.mean(res.samples) - res.estimate)
 
 
 def test_bootstrap_skips_classes_undefined_in_a_resample():
