@@ -26,8 +26,9 @@ from scipy.special import ndtri
 
 from ..errors import EvaluationError
 
-# Columns per block: bounds the work arrays to a few (n × block) float64 arrays.
-_BLOCK_ELEMENTS = 1 << 21
+# Pairs per block of columns: the work arrays stay at a few MiB, which the allocator reuses
+# from block to block (larger ones are mapped and unmapped afresh, page faults and all).
+_BLOCK_ELEMENTS = 1 << 20
 
 ArrayLike = Any
 
@@ -196,7 +197,8 @@ def _as_scores(x: ArrayLike, name: str = "scores") -> np.ndarray:
         raise EvaluationError(f"{name} must be real numbers; got dtype {a.dtype}")
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)  # float32 is kept: sorting it is exact and twice as fast
-    if not np.all(np.isfinite(a)):
+    # min/max propagate NaN and show inf without an (n, C) temporary
+    if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
         bad = np.argwhere(~np.isfinite(a))[0]
         raise EvaluationError(
             f"{name} must be finite; {name}[{bad[0]}, {bad[1]}] is {a[bad[0], bad[1]]}")
@@ -246,9 +248,9 @@ def _positives(y: np.ndarray, k: np.ndarray | None) -> tuple[np.ndarray, np.ndar
     return cls[order], clip[order]
 
 
-def _make_block(st: np.ndarray, kt: np.ndarray | None, pos_cls: np.ndarray,
+def _make_block(s: np.ndarray, kt: np.ndarray | None, pos_cls: np.ndarray,
                 pos_clip: np.ndarray, cols: slice) -> _Block:
-    neg = np.negative(st[cols])
+    neg = np.negative(s[:, cols].T, order="C")  # transposed: one class per row
     if kt is not None:
         kb = kt[cols]
         neg[~kb] = np.nan
@@ -388,11 +390,10 @@ def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
     eer = np.empty(c)
     n_pos = np.empty(c)
     n_neg = np.empty(c)
-    st = np.ascontiguousarray(s.T)
     kt = None if k is None else np.ascontiguousarray(k.T)
     pos_cls, pos_clip = _positives(y, k)
     for cols in _blocks(n, c):
-        b = _make_block(st, kt, pos_cls, pos_clip, cols)
+        b = _make_block(s, kt, pos_cls, pos_clip, cols)
         ap[cols], auc[cols], eer[cols], n_pos[cols], n_neg[cols] = _block_metrics(b)
     defined = (n_pos > 0) & (n_neg > 0)
     for arr in (ap, auc, eer):
@@ -417,7 +418,7 @@ def micro_average_precision(targets: ArrayLike, scores: ArrayLike, *,
     y = y.reshape(-1, 1)
     s = s.reshape(-1, 1)
     pos_cls, pos_clip = _positives(y, None)
-    b = _make_block(np.ascontiguousarray(s.T), None, pos_cls, pos_clip, slice(0, 1))
+    b = _make_block(s, None, pos_cls, pos_clip, slice(0, 1))
     ap, _, _, n_pos, n_neg = _block_metrics(b)
     if n_pos[0] == 0 or n_neg[0] == 0:
         return float("nan")
