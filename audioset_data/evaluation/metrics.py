@@ -1,8 +1,11 @@
 """Per-class ranking metrics of a multi-label tagger: AP, ROC AUC, d-prime and EER.
 
-All classes are computed at once: each column is sorted once (``argsort`` on the transposed
-block), then cumulative true/false positive counts are read at the end of every tie group. The
-results equal scikit-learn's ``average_precision_score`` (the step sum, no interpolation) and
+Each column's scores are sorted once, a block of columns at a time (``np.sort`` on the
+transposed block: a values-only sort, several times faster than ``argsort``). The labels are
+not carried through the sort: positives are few, so each positive's place is found by binary
+search, which gives the counts of all pairs and of positives scoring above it and tied with it.
+AP, AUC and the EER follow from those counts at the end of each tie group. The results equal
+scikit-learn's ``average_precision_score`` (the step sum, no interpolation) and
 ``roc_auc_score`` (ties count one half, the trapezoid of the ROC curve), to rounding.
 
 A class is *undefined* when it has no positive or no negative (among the known pairs): its
