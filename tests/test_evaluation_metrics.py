@@ -356,3 +356,28 @@ def test_bad_inputs_raise_evaluation_error(case):
     assert isinstance(info.value, AudioSetError) and isinstance(info.value, ValueError)
     with pytest.raises(EvaluationError):
         micro_average_precision(y, s, **kwargs)
+
+
+# --- real labels, and the library stays free of scikit-learn ---------------------------------
+
+
+def test_real_eval_labels_match_sklearn(eval_seg):
+    targets = eval_seg.label_matrix[:, :60]
+    rng = np.random.default_rng(0)
+    y = targets.toarray()
+    scores = (1.5 * y + rng.normal(size=y.shape)).astype(np.float32)
+    m = class_metrics(targets, scores)
+    ap, auc = _sk_per_class(y, scores.astype(np.float64))
+    np.testing.assert_allclose(m.ap, ap, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(m.auc, auc, rtol=0, atol=1e-9)
+    np.testing.assert_array_equal(m.n_pos, y.sum(axis=0))
+
+
+def test_library_does_not_import_sklearn():
+    import subprocess
+    import sys
+
+    code = ("import sys, audioset_data.evaluation.metrics, audioset_data.evaluation.bootstrap, "
+            "audioset_data.evaluation.aggregate; "
+            "sys.exit(any(m.split('.')[0] in ('sklearn', 'torch') for m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
