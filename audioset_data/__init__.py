@@ -25,6 +25,7 @@ _LAZY = {
     "DownloadOptions": "audioset_data.download_options",
     "merge": "audioset_data.job_array",
     "open_cache": "audioset_data.reader",
+    "evaluate": "audioset_data.evaluation.harness",
 }
 
 
