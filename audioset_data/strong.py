@@ -257,18 +257,13 @@ def vocabulary_mapping(vocabulary: Mapping[str, str], label_index: LabelIndex,
 # event files
 
 
-class StrongLabels:
-    """The events of a strong-label file, one row per event, in file order.
+class _ClipTable:
+    """What the event and framed files share: a table with one clip key per row, the label
+    index it was mapped to, and the vocabulary for the names of unmapped mids."""
 
-    ``events`` has the columns ``key, ytid, segment_start, onset, offset, mid, label, line``:
-    ``onset``/``offset`` in seconds from the segment start, ``label`` the column of ``mid`` in
-    :attr:`label_index` (``-1`` when the mid is not one of its labels) and ``line`` the line of
-    the file. Build it with :func:`load_strong`.
-    """
-
-    def __init__(self, events: pd.DataFrame, label_index: LabelIndex,
+    def __init__(self, table: pd.DataFrame, label_index: LabelIndex,
                  vocabulary: Mapping[str, str], source: str = "<memory>"):
-        self.events = events
+        self._table = table
         self.label_index = label_index
         self.vocabulary = dict(vocabulary)
         self.source = source
@@ -276,17 +271,13 @@ class StrongLabels:
         self._unmapped: pd.DataFrame | None = None
 
     def __len__(self) -> int:
-        return len(self.events)
-
-    def __repr__(self) -> str:
-        return (f"StrongLabels({len(self)} events in {self.n_clips} clips, "
-                f"{int((self.events['label'] < 0).sum())} unmapped, from {self.source})")
+        return len(self._table)
 
     @property
     def keys(self) -> np.ndarray:
         """Clip keys (``ytid_startms``) in order of first appearance."""
         if self._keys is None:
-            self._keys = pd.unique(self.events["key"]).astype(object)
+            self._keys = pd.unique(self._table["key"]).astype(object)
         return self._keys
 
     @property
@@ -298,8 +289,27 @@ class StrongLabels:
     def unmapped(self) -> pd.DataFrame:
         """Mids that are not label-index columns: ``mid, display_name, rows, clips``."""
         if self._unmapped is None:
-            self._unmapped = _unmapped_table(self.events, self.vocabulary)
+            self._unmapped = _unmapped_table(self._table, self.vocabulary)
         return self._unmapped
+
+
+class StrongLabels(_ClipTable):
+    """The events of a strong-label file, one row per event, in file order.
+
+    ``events`` has the columns ``key, ytid, segment_start, onset, offset, mid, label, line``:
+    ``onset``/``offset`` in seconds from the segment start, ``label`` the column of ``mid`` in
+    :attr:`label_index` (``-1`` when the mid is not one of its labels) and ``line`` the line of
+    the file. Build it with :func:`load_strong`.
+    """
+
+    def __init__(self, events: pd.DataFrame, label_index: LabelIndex,
+                 vocabulary: Mapping[str, str], source: str = "<memory>"):
+        super().__init__(events, label_index, vocabulary, source)
+        self.events = events
+
+    def __repr__(self) -> str:
+        return (f"StrongLabels({len(self)} events in {self.n_clips} clips, "
+                f"{int((self.events['label'] < 0).sum())} unmapped, from {self.source})")
 
     @property
     def mapped(self) -> pd.DataFrame:
@@ -363,7 +373,7 @@ def load_strong(
 # the framed eval file
 
 
-class FramedLabels:
+class FramedLabels(_ClipTable):
     """The rows of the framed file: one (clip, frame, label) judgement per row.
 
     ``rows`` has the columns ``key, ytid, segment_start, onset, offset, mid, present, label,
@@ -374,39 +384,13 @@ class FramedLabels:
 
     def __init__(self, rows: pd.DataFrame, label_index: LabelIndex,
                  vocabulary: Mapping[str, str], source: str = "<memory>"):
+        super().__init__(rows, label_index, vocabulary, source)
         self.rows = rows
-        self.label_index = label_index
-        self.vocabulary = dict(vocabulary)
-        self.source = source
-        self._keys: np.ndarray | None = None
-        self._unmapped: pd.DataFrame | None = None
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def __repr__(self) -> str:
         n_pos = int(self.rows["present"].sum())
         return (f"FramedLabels({len(self)} rows ({n_pos} PRESENT) in {self.n_clips} clips, "
                 f"from {self.source})")
-
-    @property
-    def keys(self) -> np.ndarray:
-        """Clip keys in order of first appearance."""
-        if self._keys is None:
-            self._keys = pd.unique(self.rows["key"]).astype(object)
-        return self._keys
-
-    @property
-    def n_clips(self) -> int:
-        """Number of distinct clips."""
-        return len(self.keys)
-
-    @property
-    def unmapped(self) -> pd.DataFrame:
-        """Mids that are not label-index columns: ``mid, display_name, rows, clips``."""
-        if self._unmapped is None:
-            self._unmapped = _unmapped_table(self.rows, self.vocabulary)
-        return self._unmapped
 
     def to_arrays(self, label_index: LabelIndex | None = None, hop: float = 0.96, *,
                   clip_seconds: float = 10.0, keys=None):
