@@ -31,18 +31,16 @@ import numpy as np
 import pandas as pd
 from h5py import h5s
 
+from .cache_index import load_index as _load_index
+from .cache_index import pack_keys, write_index
 from .config import PathLike
 from .errors import CacheError
-from .fileio import atomic_write
 from .manifest import FILE_NAME_PATTERN, Manifest
-from .shards import read_encoded
+from .shards import keys_of, read_encoded
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.sqlite"
-#: Index cache beside the manifest (``.<manifest>.index.npz``), rebuilt when the manifest changes.
-_INDEX_SUFFIX = ".index.npz"
-_INDEX_VERSION = 1
 #: Largest label slab read at once by a batch read (rows between the first and last wanted).
 _SLAB_BYTES = 32 << 20
 
@@ -62,76 +60,6 @@ class _Handle:
         space = ds.id.get_space()
         space.select_hyperslab((row, 0), (1, out.shape[0]))
         ds.id.read(h5s.create_simple(out.shape), space, out)
-
-
-def _index_path(folder: Path, manifest_name: str) -> Path:
-    return folder / f".{manifest_name}{_INDEX_SUFFIX}"
-
-
-def _load_index(folder: Path, manifest_name: str, manifest: Manifest) -> dict[str, np.ndarray]:
-    """The manifest's cached clips as arrays: from the index cache when it matches the
-    manifest's generation, else from SQLite (and the cache is then written for next time)."""
-    generation = manifest.generation()
-    path = _index_path(folder, manifest_name)
-    if generation is not None and path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if int(z["version"]) == _INDEX_VERSION and int(z["generation"]) == generation:
-                    return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            logger.debug("index cache %s unusable: %s", path, exc)
-    files = manifest.files()
-    names = pd.Index(files["name"])
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ytid", "start", "end", "file_code",
-                                                           "row", "length")}
-    for rows in manifest.cached_rows():  # in chunks: no list of millions of tuples
-        ytid, start, end, file, row, length = zip(*rows, strict=True)
-        parts["ytid"].append(np.array(ytid, dtype="S11"))
-        parts["start"].append(np.array(start, dtype=np.float64))
-        parts["end"].append(np.array(end, dtype=np.float64))
-        parts["file_code"].append(names.get_indexer(pd.Index(file)).astype(np.int32))
-        parts["row"].append(np.array([-1 if x is None else x for x in row], dtype=np.int32))
-        parts["length"].append(np.array([-1 if x is None else x for x in length],
-                                        dtype=np.int32))
-        del ytid, start, end, file, row, length, rows
-    empty = {"ytid": "S11", "start": np.float64, "end": np.float64, "file_code": np.int32,
-             "row": np.int32, "length": np.int32}
-    index = {k: np.concatenate(v) if v else np.zeros(0, dtype=empty[k]) for k, v in parts.items()}
-    index.update({
-        "version": np.array(_INDEX_VERSION),
-        "generation": np.array(-1 if generation is None else generation),
-        "files": np.array(list(names), dtype=object).astype("U"),
-        "file_rows": files["n_rows"].to_numpy(dtype=np.int64),
-        "file_size": files["size"].fillna(-1).to_numpy(dtype=np.int64),
-    })
-    if generation is not None:
-        _save_index(path, index)
-    return index
-
-
-def write_index(manifest: Manifest) -> None:
-    """Bring the reader's index cache of ``manifest`` up to date (a writer calls this when it
-    finishes, so the next open is quick); nothing is done when it is current."""
-    generation = manifest.generation()
-    path = _index_path(manifest.path.parent, manifest.path.name)
-    if generation is None:
-        return
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["generation"]) == generation and int(z["version"]) == _INDEX_VERSION:
-                return
-    except (OSError, ValueError, KeyError):
-        pass
-    _load_index(manifest.path.parent, manifest.path.name, manifest)
-
-
-def _save_index(path: Path, index: dict[str, np.ndarray]) -> None:
-    """Write the index cache atomically; a read-only folder simply goes without."""
-    try:
-        with atomic_write(path, durable=False) as fh:
-            np.savez(fh, **index)
-    except OSError as exc:
-        logger.debug("cannot write index cache %s: %s", path, exc)
 
 
 class AudioSetCache:
@@ -206,7 +134,7 @@ class AudioSetCache:
         why[(self._row < 0) & (why == "")] = "negative row"
         bad = why != ""
         self.unavailable = pd.DataFrame({
-            "key": _keys(self._ytid[bad], self._start[bad]),
+            "key": keys_of(self._ytid[bad], self._start[bad]),
             "ytid": self._ytid[bad].astype(str),
             "start": self._start[bad],
             "file": [self._files[c] if c >= 0 else "" for c in self._file[bad]],
@@ -259,16 +187,16 @@ class AudioSetCache:
     def key(self, i: int) -> str:
         """Segment key (``ytid_startms``) of position ``i``."""
         i = self._position(i)
-        return _keys(self._ytid[i : i + 1], self._start[i : i + 1])[0]
+        return keys_of(self._ytid[i : i + 1], self._start[i : i + 1])[0]
 
     def keys(self) -> list[str]:
         """Segment keys of every clip, in position order."""
-        return _keys(self._ytid, self._start)
+        return keys_of(self._ytid, self._start)
 
     def positions(self, keys: Sequence[str]) -> np.ndarray:
         """Positions of segment keys (``ytid_startms``); raises KeyError for one not here."""
         if self._sorted_keys is None:
-            packed = _pack(self._ytid, np.round(self._start * 1000).astype(np.int64))
+            packed = pack_keys(self._ytid, np.round(self._start * 1000).astype(np.int64))
             order = np.argsort(packed, kind="stable")
             self._sorted_keys = (packed[order], order)
         packed_sorted, order = self._sorted_keys
@@ -279,7 +207,7 @@ class AudioSetCache:
                 raise KeyError(f"{k!r} is not a segment key (ytid_startms)")
             ytid.append(y)
             ms.append(int(m))
-        want = _pack(np.array(ytid, dtype="S11"), np.array(ms, dtype=np.int64))
+        want = pack_keys(np.array(ytid, dtype="S11"), np.array(ms, dtype=np.int64))
         at = np.searchsorted(packed_sorted, want)
         at = np.minimum(at, max(len(packed_sorted) - 1, 0))
         found = (packed_sorted[at] == want) if len(packed_sorted) else np.zeros(len(want), bool)
@@ -364,7 +292,7 @@ class AudioSetCache:
         :class:`CacheError` when some are no longer cached.
         """
         pos = self._positions_in(code)
-        keys = _keys(self._ytid[pos], self._start[pos])
+        keys = keys_of(self._ytid[pos], self._start[pos])
         with Manifest.open(self.folder / self.manifest_name, readonly=True) as manifest, \
                 manifest.snapshot():
             where = manifest.locate(keys)
@@ -556,23 +484,6 @@ class _RowError(OSError):
 
 class _Moved(Exception):
     """A file was compacted away and its clips re-located: read again."""
-
-
-def _keys(ytid: np.ndarray, start: np.ndarray) -> list[str]:
-    ms = np.round(np.asarray(start, dtype=np.float64) * 1000).astype(np.int64).tolist()
-    return [f"{y.decode() if isinstance(y, bytes) else y}_{m}"
-            for y, m in zip(ytid.tolist(), ms, strict=True)]
-
-
-def _pack(ytid: np.ndarray, ms: np.ndarray) -> np.ndarray:
-    """Sortable fixed-width bytes per key: the 11-byte id, then the start in ms big-endian."""
-    n = len(ytid)
-    buf = np.zeros((n, 19), dtype=np.uint8)
-    if n:
-        buf[:, :11] = np.frombuffer(np.ascontiguousarray(ytid, dtype="S11").tobytes(),
-                                    dtype=np.uint8).reshape(n, 11)
-        buf[:, 11:] = np.ascontiguousarray(ms, dtype=">u8").view(np.uint8).reshape(n, 8)
-    return buf.view("S19").reshape(n)
 
 
 def _missing_hint(folder: Path) -> str:
