@@ -718,73 +718,24 @@ class Ontology(Mapping[str, OntologyClass]):
         return [cls.to_record() for cls in self._classes.values()]
 
     def to_frame(self, labels: Any = None):  # -> pandas.DataFrame
-        """One row per class: id, name, depths, parents, children, restrictions, counts.
+        """One row per class: id, name, depths, parents, children, restrictions, counts;
+        ``labels`` (a label index) adds a nullable ``label_index`` column."""
+        from .export import ontology_frame
 
-        Parameters
-        ----------
-        labels
-            Optional label index (anything with ``__contains__`` and ``index(mid)``, such as
-            :class:`audioset_data.labels.LabelIndex`): adds a nullable ``label_index`` column.
-        """
-        import pandas as pd
-
-        shallow, deep = self._depths
-        rows = []
-        for cid, cls in self._classes.items():
-            parents = self.parents(cid)
-            rows.append({
-                "id": cid,
-                "name": cls.name,
-                "depth": shallow[cid],
-                "max_depth": deep[cid],
-                "parents": parents,
-                "n_parents": len(parents),
-                "children": list(cls.child_ids),
-                "n_children": len(cls.child_ids),
-                "n_descendants": len(self._descendants[cid]),
-                "restrictions": sorted(cls.restrictions),
-                "abstract": cls.abstract,
-                "blacklist": cls.blacklisted,
-                "n_positive_examples": len(cls.positive_examples),
-                "description": cls.description,
-                "citation_uri": cls.citation_uri,
-            })
-        frame = pd.DataFrame(rows)
-        if labels is not None:
-            frame["label_index"] = pd.array(
-                [labels.index(c) if c in labels else None for c in frame["id"]], dtype="Int64"
-            )
-        return frame
-
-    def _flat_graph(self) -> nx.DiGraph:
-        """Copy with list attributes joined by spaces (ids, urls and restrictions have none)."""
-        flat = nx.DiGraph(source=self.source)
-        for cid, attrs in self._graph.nodes(data=True):
-            flat.add_node(cid, **{
-                k: " ".join(v) if isinstance(v, tuple) else v for k, v in attrs.items()
-            })
-        flat.add_edges_from(self._graph.edges)
-        return flat
+        return ontology_frame(self, labels)
 
     def to_graphml(self, path: PathLike) -> Path:
         """Write GraphML (edges parent → child; list fields joined by single spaces)."""
-        path = Path(path)
-        nx.write_graphml(self._flat_graph(), path)
-        return path
+        from .export import write_graphml
+
+        return write_graphml(self, path)
 
     def to_node_link(self, path: PathLike | None = None) -> dict[str, Any] | Path:
         """Node-link data (``nodes`` and ``links``), JSON-serialisable; written to ``path``
         and the path returned when given, else the dict returned."""
-        data = nx.node_link_data(self._graph, edges="links")
-        for node in data["nodes"]:
-            for key, value in node.items():
-                if isinstance(value, tuple):
-                    node[key] = list(value)
-        if path is None:
-            return data
-        path = Path(path)
-        path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-        return path
+        from .export import node_link
+
+        return node_link(self, path)
 
     def plot_subtree(self, root: str | None, path: PathLike, depth: int | None = None,
                      **kwargs: Any) -> Path:
