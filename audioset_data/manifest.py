@@ -28,6 +28,8 @@ from .errors import CacheError
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+#: File name of a cache folder's manifest (a job of an array writes ``manifest.part-I-of-N``).
+MANIFEST_NAME = "manifest.sqlite"
 
 STATUSES = ("pending", "ok", "failed")
 
@@ -572,4 +574,12 @@ class Manifest:
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(values.items()))
 
 
-__all__ = ["FILE_NAME_PATTERN", "Manifest", "Placement", "STATUSES", "check_file_name", "clip_key"]
+__all__ = [
+    "FILE_NAME_PATTERN",
+    "MANIFEST_NAME",
+    "STATUSES",
+    "Manifest",
+    "Placement",
+    "check_file_name",
+    "clip_key",
+]

@@ -35,12 +35,11 @@ from .cache_index import load_index as _load_index
 from .cache_index import pack_keys, write_index
 from .config import PathLike
 from .errors import CacheError
-from .manifest import FILE_NAME_PATTERN, Manifest
+from .manifest import FILE_NAME_PATTERN, MANIFEST_NAME, Manifest
 from .shards import keys_of, read_encoded
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.sqlite"
 #: Largest label slab read at once by a batch read (rows between the first and last wanted).
 _SLAB_BYTES = 32 << 20
 

@@ -32,12 +32,11 @@ import pandas as pd
 
 from .config import PathLike
 from .errors import CacheError
-from .manifest import Manifest
+from .manifest import MANIFEST_NAME, Manifest
 from .shards import CACHE_FILE, PART_FILE, Layout, identity, keys_of, open_h5, read_encoded
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.sqlite"
 
 
 @dataclass

@@ -29,9 +29,9 @@ import numpy as np
 
 from .config import PathLike, data_home
 from .errors import CacheError, ConfigError
-from .manifest import Manifest, Placement
+from .manifest import MANIFEST_NAME, Manifest, Placement
 from .reader import AudioSetCache, open_cache, write_index
-from .repair import MANIFEST_NAME, ReconcileReport, owner, reconcile
+from .repair import ReconcileReport, owner, reconcile
 from .shards import (
     FORMAT_VERSION,
     FORMATS,

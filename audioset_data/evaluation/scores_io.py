@@ -136,7 +136,7 @@ def evaluate_cached(
                               "(clip ids are ytid_startms keys)")
     rows = [pos[ids[i]] for i in have]
     targets = cache.targets()[rows]
-    with Manifest.open(cache.folder / "manifest.sqlite", readonly=True) as m:
+    with Manifest.open(cache.folder / cache.manifest_name, readonly=True) as m:
         listed = sum(m.counts().values())
     try:
         label_index = LabelIndex.load(root=root)
