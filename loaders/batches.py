@@ -1,0 +1,356 @@
+"""Batches of NumPy arrays from a cache, for JAX, TensorFlow or plain NumPy training loops.
+
+No torch here: :class:`NumpyBatches` reads each batch with one
+:meth:`~audioset_data.reader.AudioSetCache.read` (each file once, rows in order), optionally in a
+background thread so that reading overlaps the consumer's step. The selection helpers
+(:func:`open_source`, :func:`select_positions`) are shared with the torch dataset.
+
+A selection that names clips the cache does not serve is an error by default: silently filling
+their rows with zeros (as some AudioSet packers do for failed downloads) trains on silence
+labelled "nothing". ``missing="skip"`` drops them and logs how many.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from audioset_data.config import PathLike
+from audioset_data.errors import CacheError, ConfigError
+from audioset_data.reader import AudioSetCache, open_cache
+from audioset_data.segment_list import Segments
+from audioset_data.shards import keys_of
+from audioset_data.splits import looks_like_path
+
+logger = logging.getLogger(__name__)
+
+#: What a selection may be: segments, clip keys, a boolean mask or positions over the cache.
+Selection = Segments | Sequence[str] | Sequence[int] | Sequence[bool] | np.ndarray
+Missing = Literal["error", "skip"]
+
+#: int16 full scale: waveforms become ``pcm / 32768``, in [-1, 1).
+PCM_SCALE = 1.0 / 32768.0
+
+
+def open_source(source: AudioSetCache | PathLike, root: PathLike | None = None) -> AudioSetCache:
+    """An open cache from a cache object, a cache folder or a split name (under ``root``)."""
+    if isinstance(source, AudioSetCache):
+        return source
+    if isinstance(source, str) and not looks_like_path(source) and not os.path.isdir(source):
+        return open_cache(source, root=root)
+    if isinstance(source, str | os.PathLike):
+        return open_cache(folder=source)
+    raise ConfigError(f"a dataset source is a cache, a folder or a split name, "
+                      f"not {type(source).__name__}")
+
+
+def _keys_of_selection(selection: Segments | Sequence[str]) -> list[str]:
+    if isinstance(selection, Segments):
+        return keys_of(selection.ytids, selection.start)
+    return [str(k) for k in selection]
+
+
+def select_positions(
+    cache: AudioSetCache, selection: Selection | None = None, missing: Missing = "error"
+) -> tuple[np.ndarray, list[str]]:
+    """Cache positions of a selection, in the selection's order, and the keys it skipped.
+
+    Parameters
+    ----------
+    cache
+        The cache the positions index.
+    selection
+        ``None`` (every clip the cache serves), a :class:`~audioset_data.segments.Segments`
+        or a sequence of clip keys (``ytid_startms``), a boolean mask with one value per cached
+        clip, or an array of cache positions.
+    missing
+        What to do with keys the cache does not serve (never downloaded, failed, or in a
+        damaged file): ``"error"`` raises, ``"skip"`` drops them and logs the count.
+
+    Raises
+    ------
+    CacheError
+        Keys are missing and ``missing="error"``; the message counts them and names some.
+    ConfigError
+        A mask of the wrong length, or an unknown ``missing``.
+    IndexError
+        A position outside the cache.
+    """
+    if missing not in ("error", "skip"):
+        raise ConfigError(f"missing={missing!r} must be 'error' or 'skip'")
+    n = len(cache)
+    if selection is None:
+        return np.arange(n, dtype=np.int64), []
+    if isinstance(selection, Segments) or (
+            not isinstance(selection, np.ndarray) and len(selection)
+            and isinstance(next(iter(selection)), str)):
+        keys = _keys_of_selection(selection)  # type: ignore[arg-type]
+        return _positions_of_keys(cache, keys, missing)
+    arr = np.asarray(selection)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ConfigError(f"a boolean mask selects over the cache's {n} clips, "
+                              f"got shape {arr.shape}")
+        return np.flatnonzero(arr).astype(np.int64), []
+    if arr.size == 0:
+        return np.zeros(0, dtype=np.int64), []
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise ConfigError(f"a selection of positions is a 1-D integer array, got {arr.dtype} "
+                          f"of shape {arr.shape}")
+    if arr.min() < 0 or arr.max() >= n:
+        bad = arr[(arr < 0) | (arr >= n)]
+        raise IndexError(f"{len(bad)} positions lie outside the cache's {n} clips, "
+                         f"e.g. {int(bad[0])}")
+    return arr.astype(np.int64), []
+
+
+def _positions_of_keys(cache: AudioSetCache, keys: list[str],
+                       missing: Missing) -> tuple[np.ndarray, list[str]]:
+    at = pd.Index(cache.keys()).get_indexer(keys)
+    lost = at < 0
+    if not lost.any():
+        return at.astype(np.int64), []
+    lost_keys = [k for k, bad in zip(keys, lost, strict=True) if bad]
+    unreadable = set(cache.unavailable["key"]) & set(lost_keys)
+    why = (f"{len(lost_keys)} of the {len(keys)} selected clips are not served by the cache "
+           f"at {str(cache.folder)!r} ({len(unreadable)} of them are in damaged or missing "
+           f"files, see cache.unavailable; the rest were never downloaded or failed), "
+           f"e.g. {lost_keys[0]!r}")
+    if missing == "error":
+        raise CacheError(f"{why}; pass missing='skip' to leave them out")
+    logger.warning("%s; left out (missing='skip')", why)
+    return at[~lost].astype(np.int64), lost_keys
+
+
+class EpochShuffle:
+    """A seeded permutation of ``range(n)``, new each epoch, resumable mid-epoch.
+
+    The permutation of epoch ``e`` depends only on ``(seed, e)``. ``state_dict`` records the
+    epoch and how many positions were drawn, so a restored sampler continues the same epoch.
+    """
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._offset = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning."""
+        self.epoch = int(epoch)
+        self._offset = 0
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        start, self._offset = self._offset, 0
+        for j in range(start, self.n):
+            self._offset = j + 1
+            yield int(order[j])
+        self._offset = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Seed, epoch and positions drawn so far in the epoch."""
+        return {"seed": self.seed, "epoch": self.epoch, "offset": self._offset}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.seed, self.epoch, self._offset = (int(state["seed"]), int(state["epoch"]),
+                                               int(state["offset"]))
+
+
+class NumpyBatches:
+    """Iterate batches of NumPy arrays over a cache (or a selection of it).
+
+    Each batch is a dict: ``waveform`` (B × clip samples; float32 in [-1, 1) or the cached
+    int16), ``length`` (true samples), ``target`` (B × labels, bool, cache label order),
+    ``key`` (list of str), ``index`` (position in the selection) and ``position`` (in the
+    cache). Arrays are fresh for every batch, so a consumer may keep them. A complete pass
+    moves on to the next epoch (as :meth:`set_epoch` does), so the default shuffle differs
+    between epochs; breaking off mid-epoch does not.
+
+    Parameters
+    ----------
+    source
+        An :class:`~audioset_data.reader.AudioSetCache`, a cache folder or a split name.
+    batch_size, drop_last
+        As in a torch DataLoader.
+    sampler
+        Any iterable of selection indices (``0 .. len(selection) - 1``), e.g. a balanced
+        sampler built on :attr:`targets`; default: :class:`EpochShuffle` seeded with ``seed``.
+    dtype
+        ``"float32"`` (scaled to [-1, 1)) or ``"int16"`` (as stored, half the memory).
+    prefetch
+        Batches read ahead by a background thread (0: read in the caller's thread).
+    selection, missing, root
+        See :func:`select_positions` and :func:`open_source`.
+    """
+
+    def __init__(
+        self,
+        source: AudioSetCache | PathLike,
+        *,
+        batch_size: int = 32,
+        sampler: Iterable[int] | None = None,
+        selection: Selection | None = None,
+        missing: Missing = "error",
+        drop_last: bool = False,
+        dtype: Literal["float32", "int16"] = "float32",
+        prefetch: int = 0,
+        seed: int = 0,
+        root: PathLike | None = None,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be a whole number, at least 1")
+        if dtype not in ("float32", "int16"):
+            raise ConfigError(f"dtype={dtype!r} must be 'float32' or 'int16'")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ConfigError(f"prefetch={prefetch!r} must be a whole number, at least 0")
+        self.cache = open_source(source, root)
+        self.positions, self.skipped = select_positions(self.cache, selection, missing)
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.dtype = dtype
+        self.prefetch = prefetch
+        self.sampler = sampler if sampler is not None else EpochShuffle(len(self.positions),
+                                                                        seed)
+        self.epoch = 0
+        self._served = 0
+        self._resume: dict[str, Any] | None = None
+        self._next_state: Any = None
+
+    def __len__(self) -> int:
+        n = len(self.sampler) if hasattr(self.sampler, "__len__") else len(self.positions)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def targets(self) -> Any:
+        """Labels of the selection as a CSR matrix (selection order × labels), for samplers."""
+        return self.cache.targets()[self.positions]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` (forwarded to the sampler when it has ``set_epoch``)."""
+        self.epoch = int(epoch)
+        self._served = 0
+        self._resume = None
+        self._next_state = None
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the consumer is: epoch, indices served this epoch, and the sampler's state
+        as of the last batch handed out (when the sampler has ``state_dict``), not as of the
+        batches a prefetch thread has read ahead."""
+        state: dict[str, Any] = {"epoch": self.epoch, "served": self._served}
+        if hasattr(self.sampler, "state_dict"):
+            state["sampler"] = (self._next_state if self._next_state is not None
+                                else self.sampler.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration continues that epoch."""
+        self.epoch = int(state["epoch"])
+        self._served = int(state["served"])
+        if "sampler" in state and hasattr(self.sampler, "load_state_dict"):
+            self.sampler.load_state_dict(state["sampler"])
+            self._resume = None
+        else:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(self.epoch)
+            self._resume = {"skip": self._served}
+        self._next_state = None
+
+    # -- reading ----------------------------------------------------------------------------
+    def _plans(self) -> Iterator[tuple[np.ndarray, Any]]:
+        """Selection indices of each batch, with the sampler's state once it was drawn."""
+        stateful = hasattr(self.sampler, "state_dict")
+        skip = self._resume["skip"] if self._resume else 0
+        self._resume = None
+        it = iter(self.sampler)
+        for _ in range(skip):
+            if next(it, None) is None:
+                return
+        while True:
+            # range first: zip stops before drawing one index too many from the sampler
+            chunk = [int(i) for _, i in zip(range(self.batch_size), it, strict=False)]
+            if not chunk or (self.drop_last and len(chunk) < self.batch_size):
+                return
+            yield np.asarray(chunk, dtype=np.int64), (
+                self.sampler.state_dict() if stateful else None)
+
+    def read_batch(self, indices: np.ndarray) -> dict[str, Any]:
+        """One batch of the selection indices ``indices``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self.positions)):
+            raise IndexError(f"indices out of range for a selection of {len(self.positions)}")
+        pos = self.positions[idx]
+        got = self.cache.read(pos)
+        wave = got["waveform"]
+        if self.dtype == "float32":
+            wave = np.multiply(wave, np.float32(PCM_SCALE), dtype=np.float32)
+        return {"waveform": wave, "length": got["length"], "target": got["target"],
+                "key": [self.cache.key(int(p)) for p in pos], "index": idx, "position": pos}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.prefetch == 0:
+            for idx, after in self._plans():
+                batch = self.read_batch(idx)
+                self._next_state = after
+                self._served += len(idx)
+                yield batch
+        else:
+            yield from self._threaded()
+        self.set_epoch(self.epoch + 1)
+
+    def _threaded(self) -> Iterator[dict[str, Any]]:
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for idx, after in self._plans():
+                    item = (idx, after, self.read_batch(idx))
+                    while not stop.is_set():
+                        try:
+                            q.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                q.put((done, None, None))
+            except BaseException as exc:  # handed to the consumer, raised there
+                q.put((exc, None, None))
+
+        worker = threading.Thread(target=produce, name="NumpyBatches-prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                idx, after, batch = q.get()
+                if idx is done:
+                    return
+                if isinstance(idx, BaseException):
+                    raise idx
+                self._next_state = after
+                self._served += len(idx)
+                yield batch
+        finally:
+            stop.set()
+            while worker.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    worker.join(timeout=0.05)
+
+
+__all__ = ["PCM_SCALE", "EpochShuffle", "NumpyBatches", "open_source", "select_positions"]
