@@ -1,0 +1,100 @@
+"""The baseline models by name, and clip scores from a patch model's example scores.
+
+``MODELS`` maps a name to its class; each class says which front end feeds it (``frontend``:
+``"vggish"`` 96 x 64 patches or ``"panns"`` clip log-mel), its ``input_shape`` (``None`` for a
+free axis) and ``embedding_dim``. Every model has ``forward(x) -> logits`` and
+``embedding(x) -> (batch, embedding_dim)``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from audioset_data.errors import ConfigError
+
+from .cnn14 import Cnn14
+from .fc import FullyConnected
+from .resnet import ResNet50
+
+MODELS: dict[str, type[nn.Module]] = {
+    "fc": FullyConnected,
+    "resnet50": ResNet50,
+    "cnn14": Cnn14,
+}
+
+ClipPool = Literal["mean", "max"]
+
+
+def build_model(name: str, n_classes: int = 527, **kwargs: object) -> nn.Module:
+    """A fresh model of the registered ``name`` (``"fc"``, ``"resnet50"``, ``"cnn14"``).
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not registered, or an option is unknown to that model.
+    """
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; known models: "
+                          f"{', '.join(sorted(MODELS))}") from None
+    try:
+        return cls(n_classes=n_classes, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: bad options {sorted(kwargs)}: {exc}") from exc
+
+
+def clip_logits(model: nn.Module, examples: torch.Tensor, clip_index: torch.Tensor,
+                n_clips: int, pool: ClipPool = "mean",
+                batch_size: int | None = None) -> torch.Tensor:
+    """Run a patch model over ``examples`` and pool its logits per clip.
+
+    Parameters
+    ----------
+    model : nn.Module
+        A frame-level model (``"vggish"`` front end); used in its current train/eval mode, and
+        gradients flow unless the caller disables them.
+    examples : Tensor, shape (N, 96, 64)
+        The patches of several clips, as ``LogMel.examples`` returns them.
+    clip_index : Tensor of int, shape (N,)
+        Clip (0 .. n_clips-1) of each patch.
+    n_clips : int
+        Number of clips; every clip must have at least one patch.
+    pool : {"mean", "max"}
+        ``"max"`` of logits equals the logit of the max probability; ``"mean"`` averages
+        logits (a geometric mean of odds), which is not the mean probability the evaluation
+        harness's ``frames_to_clips`` computes from ``sigmoid`` scores.
+    batch_size : int, optional
+        Patches per forward pass (all at once by default).
+
+    Returns
+    -------
+    Tensor, shape (n_clips, n_classes)
+    """
+    if pool not in ("mean", "max"):
+        raise ConfigError(f"unknown clip pooling {pool!r}; use 'mean' or 'max'")
+    clip_index = torch.as_tensor(clip_index, device=examples.device)
+    if clip_index.dim() != 1 or clip_index.shape[0] != examples.shape[0]:
+        raise ConfigError(f"clip_index must be 1-D with one entry per example "
+                          f"({examples.shape[0]}); got shape {tuple(clip_index.shape)}")
+    if clip_index.numel() and (int(clip_index.min()) < 0 or int(clip_index.max()) >= n_clips):
+        raise ConfigError(f"clip_index must lie in [0, {n_clips}); got "
+                          f"[{int(clip_index.min())}, {int(clip_index.max())}]")
+    counts = torch.bincount(clip_index.long(), minlength=n_clips)
+    empty = torch.nonzero(counts == 0).flatten()
+    if empty.numel():
+        raise ConfigError(f"{empty.numel()} clip(s) have no examples, e.g. clip "
+                          f"{empty[:5].tolist()}; every clip needs at least one patch")
+    step = batch_size or max(1, examples.shape[0])
+    logits = torch.cat([model(examples[i:i + step]) for i in range(0, examples.shape[0], step)])
+    index = clip_index.long().unsqueeze(1).expand_as(logits)
+    out = logits.new_zeros(n_clips, logits.shape[1])
+    return out.scatter_reduce(0, index, logits, reduce="mean" if pool == "mean" else "amax",
+                              include_self=False)
+
+
+__all__ = ["MODELS", "ClipPool", "Cnn14", "FullyConnected", "ResNet50", "build_model",
+           "clip_logits"]
