@@ -1,0 +1,192 @@
+"""Vectorised epoch builders behind :mod:`audioset_data.loaders.samplers` (NumPy only).
+
+Every builder returns the items of a contiguous range ``[lo, hi)`` of one epoch's sequence, and
+the item at a position is a pure function of (seed, epoch, position) and the sampler's fixed
+configuration. A sampler can therefore resume mid-epoch by generating only what is left, and
+ranks of a distributed job agree on the global sequence without talking to each other.
+
+Randomness is counter-based: each independent piece (the class order of a block of rounds, the
+queue passes of one class, a block of weighted draws) gets its own generator seeded from
+``(seed, epoch, tag, ...)``, so no piece depends on how much of the epoch was drawn before.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import sparse
+
+from audioset_data.errors import ConfigError
+
+_TAG_PERMUTATION = 1
+_TAG_ROUND_ORDER = 2
+_TAG_CLASS_QUEUE = 3
+_TAG_WEIGHTED_DRAWS = 4
+_TAG_WEIGHTED_KEYS = 5
+
+ROUND_BLOCK = 64
+"""Rounds whose class orders share one generator (a fixed size keeps positions pure)."""
+QUEUE_CHUNK = 4096
+"""About this many queue entries of a small class are shuffled per generator."""
+DRAW_BLOCK = 1 << 16
+"""Weighted draws with replacement per generator."""
+
+
+def rng_for(*words: int) -> np.random.Generator:
+    """A generator determined only by ``words`` (seed, epoch, a tag and counters)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
+
+
+def as_label_matrix(targets: object, name: str = "targets") -> sparse.csr_array:
+    """``targets`` (scipy sparse or dense, clips × classes) as a boolean CSR array.
+
+    Nonzero entries are labels. Raises :class:`ConfigError` for anything that is not a
+    non-empty 2-D matrix.
+    """
+    if sparse.issparse(targets):
+        if targets.ndim != 2:  # type: ignore[attr-defined]
+            raise ConfigError(f"{name} must be a 2-D clips × classes matrix")
+        m = sparse.csr_array(targets)
+    else:
+        arr = np.asarray(targets)
+        if arr.ndim != 2:
+            raise ConfigError(f"{name} must be a 2-D clips × classes matrix, got shape "
+                              f"{arr.shape}")
+        m = sparse.csr_array(arr)
+    if m.shape[0] == 0 or m.shape[1] == 0:
+        raise ConfigError(f"{name} is empty (shape {m.shape}); a sampler needs at least one "
+                          "clip and one class")
+    m.eliminate_zeros()
+    m = m.astype(bool)
+    m.sort_indices()
+    return m
+
+
+def shuffled_positions(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The epoch's order of ``n`` clips: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return np.arange(n, dtype=np.int64)
+    return rng_for(seed, epoch, _TAG_PERMUTATION).permutation(n).astype(np.int64, copy=False)
+
+
+class BalancedPlan:
+    """The PANNs balanced sampling algorithm as a pure function of the position.
+
+    The sequence is made of rounds: every round visits each non-empty class once, in an order
+    shuffled per round. Each class keeps a queue of its clips; its ``j``-th draw of the epoch
+    (made in round ``j``) is entry ``j mod n_c`` of the queue's pass ``j div n_c``, each pass
+    an independent shuffle. So within a pass a class never repeats a clip, and the clip at any
+    position needs only that position's round order and one queue pass.
+
+    A class with more clips than the epoch has rounds never finishes its first pass; for it
+    only the first ``rounds`` entries of a uniformly shuffled queue are drawn (an ordered sample
+    without replacement, which has the same distribution as a prefix of a full shuffle).
+    """
+
+    def __init__(self, targets: object, num_samples: int) -> None:
+        csc = as_label_matrix(targets).tocsc()
+        csc.sort_indices()
+        counts = np.diff(csc.indptr)
+        self.n_clips = int(csc.shape[0])
+        self.classes = np.flatnonzero(counts).astype(np.int64)
+        if self.classes.size == 0:
+            raise ConfigError("targets has no labels: balanced sampling needs at least one "
+                              "class with a clip")
+        self.counts = counts[self.classes].astype(np.int64)
+        self._starts = csc.indptr[self.classes].astype(np.int64)
+        self._members = csc.indices.astype(np.int64, copy=False)
+        self.class_counts = counts.astype(np.int64)
+        self.num_samples = int(num_samples)
+        n_cls = self.classes.size
+        self.rounds = -(-self.num_samples // n_cls)
+        self._prefix = self.counts > self.rounds  # classes that never finish a pass
+        self._passes_per_block = np.maximum(1, QUEUE_CHUNK // self.counts)
+
+    def _round_orders(self, seed: int, epoch: int, r_lo: int, r_hi: int) -> np.ndarray:
+        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``."""
+        n_cls = self.classes.size
+        b_lo, b_hi = r_lo // ROUND_BLOCK, (r_hi - 1) // ROUND_BLOCK + 1
+        base = np.tile(np.arange(n_cls, dtype=np.int32), (ROUND_BLOCK, 1))
+        blocks = [rng_for(seed, epoch, _TAG_ROUND_ORDER, b).permuted(base, axis=1)
+                  for b in range(b_lo, b_hi)]
+        orders = np.concatenate(blocks)
+        first = r_lo - b_lo * ROUND_BLOCK
+        return orders[first: first + (r_hi - r_lo)]
+
+    def _queue_entries(self, seed: int, epoch: int, j: int, r_lo: int,
+                       r_hi: int) -> tuple[np.ndarray, int]:
+        """Clips drawn by class ``j`` in rounds from the first block covering ``r_lo`` up to at
+        least ``r_hi``, and the round of the first returned entry."""
+        n_c = int(self.counts[j])
+        members = self._members[self._starts[j]: self._starts[j] + n_c]
+        cls = int(self.classes[j])
+        if self._prefix[j]:
+            picks = rng_for(seed, epoch, _TAG_CLASS_QUEUE, cls, 0).choice(
+                n_c, size=self.rounds, replace=False)
+            return members[picks], 0
+        per = int(self._passes_per_block[j])
+        b_lo, b_hi = (r_lo // n_c) // per, ((r_hi - 1) // n_c) // per + 1
+        base = np.tile(np.arange(n_c, dtype=np.int64), (per, 1))
+        blocks = [rng_for(seed, epoch, _TAG_CLASS_QUEUE, cls, b).permuted(base, axis=1).ravel()
+                  for b in range(b_lo, b_hi)]
+        return members[np.concatenate(blocks)], b_lo * per * n_c
+
+    def draws(self, seed: int, epoch: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """Clip positions and the class (column of ``targets``) each was drawn for, for the
+        sequence positions ``lo``..``hi - 1``."""
+        if hi <= lo:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        n_cls = self.classes.size
+        pos = np.arange(lo, hi, dtype=np.int64)
+        rnd = pos // n_cls
+        r_lo, r_hi = int(rnd[0]), int(rnd[-1]) + 1
+        orders = self._round_orders(seed, epoch, r_lo, r_hi)
+        j = orders[rnd - r_lo, pos - rnd * n_cls].astype(np.int64)
+        present = np.zeros(n_cls, dtype=bool)
+        present[j] = True
+        pieces, offset, first_round = [], np.zeros(n_cls, np.int64), np.zeros(n_cls, np.int64)
+        total = 0
+        for k in np.flatnonzero(present).tolist():
+            clips, r0 = self._queue_entries(seed, epoch, k, r_lo, r_hi)
+            pieces.append(clips)
+            offset[k], first_round[k] = total, r0
+            total += clips.size
+        flat = np.concatenate(pieces)
+        return flat[offset[j] + rnd - first_round[j]], self.classes[j]
+
+
+def cumulative_weights(weights: np.ndarray) -> tuple[np.ndarray, int]:
+    """The running sum of ``weights`` and the index of the last positive weight."""
+    cdf = np.cumsum(weights, dtype=np.float64)
+    return cdf, int(np.flatnonzero(weights > 0)[-1])
+
+
+def weighted_draws(cdf: np.ndarray, last_positive: int, seed: int, epoch: int, lo: int,
+                   hi: int) -> np.ndarray:
+    """Draws ``lo``..``hi - 1`` with replacement, clip ``i`` with probability ``w_i / sum w``.
+
+    Inverse-CDF sampling: a uniform number per draw located in the running sum by binary
+    search. Draws come in blocks of :data:`DRAW_BLOCK` with one generator each.
+    """
+    if hi <= lo:
+        return np.zeros(0, np.int64)
+    b_lo, b_hi = lo // DRAW_BLOCK, (hi - 1) // DRAW_BLOCK + 1
+    u = np.concatenate([rng_for(seed, epoch, _TAG_WEIGHTED_DRAWS, b).random(DRAW_BLOCK)
+                        for b in range(b_lo, b_hi)])
+    first = lo - b_lo * DRAW_BLOCK
+    u = u[first: first + (hi - lo)]
+    idx = np.searchsorted(cdf, u * cdf[-1], side="right")
+    return np.minimum(idx, last_positive).astype(np.int64, copy=False)
+
+
+def weighted_order(weights: np.ndarray, k: int, seed: int, epoch: int) -> np.ndarray:
+    """``k`` distinct clips drawn without replacement with probability proportional to
+    ``weights``, in draw order (Efraimidis–Spirakis: the ``k`` smallest keys ``E_i / w_i``
+    with ``E_i`` standard exponential, sorted by key)."""
+    positive = np.flatnonzero(weights > 0)
+    keys = rng_for(seed, epoch, _TAG_WEIGHTED_KEYS).standard_exponential(weights.size)
+    keys = keys[positive] / weights[positive]
+    if k < positive.size:
+        top = np.argpartition(keys, k - 1)[:k]
+    else:
+        top = np.arange(positive.size)
+    return positive[top[np.argsort(keys[top], kind="stable")]].astype(np.int64, copy=False)
