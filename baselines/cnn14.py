@@ -7,7 +7,9 @@ Input is a whole clip's log-mel, (batch, frames, 64): 1001 frames for 10 s at 32
 * six conv blocks (two 3 x 3 conv -> BN -> ReLU each), 64 -> 2048 channels; the first five
   end in 2 x 2 average pooling, the sixth pools nothing (PANNs' ``pool_size=(1, 1)``), so time
   is downsampled 32x and the 64 bins 32x;
-* dropout 0.2 after every block, 0.5 before and after the 2048-unit ``fc1``;
+* dropout 0.2 after every block and 0.5 before the 2048-unit ``fc1``; none between ``fc1``
+  and the logits (PANNs drops out only the embedding it returns, never the classifier's
+  input, so ``forward`` feeds ``fc_audioset`` the undropped ``fc1`` output);
 * global pooling: mean over frequency, then max plus mean over time;
 * Xavier-uniform conv and linear weights, zero biases, unit batch-norm scales.
 
@@ -128,8 +130,7 @@ class Cnn14(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, shape (batch, ``n_classes``)."""
-        e = F.dropout(self.embedding(x), p=HEAD_DROPOUT, training=self.training)
-        return self.fc_audioset(e)
+        return self.fc_audioset(self.embedding(x))
 
 
 __all__ = ["Cnn14", "ConvBlock"]
