@@ -131,9 +131,9 @@ def test_bf16_channels_last_training_step_updates_weights():
     assert not torch.equal(before, model.conv1.weight)
 
 
-def test_eval_is_deterministic_and_train_uses_dropout():
+def test_eval_is_deterministic_and_train_uses_dropout(models):
     torch.manual_seed(3)
-    model = build_model("cnn14")
+    model = models["cnn14"]
     x = _input("cnn14", batch=2, seed=3)
     with torch.no_grad():
         model.train()
@@ -147,10 +147,10 @@ def test_eval_is_deterministic_and_train_uses_dropout():
         assert torch.equal(fc(_input("fc", 4)), fc(_input("fc", 4)))
 
 
-def test_cnn14_normalises_each_mel_bin_on_its_own():
+def test_cnn14_normalises_each_mel_bin_on_its_own(models):
     # batch statistics of bn0 remove a constant offset of one bin (over the whole batch);
     # a norm over the wrong axis would let it through
-    model = build_model("cnn14").train()
+    model = models["cnn14"].train()
     x = _input("cnn14", batch=2, seed=4)
     shifted = x.clone()
     shifted[:, :, 5] += 30.0
