@@ -100,7 +100,7 @@ def set_rng_states(states: dict[str, Any]) -> None:
     py = states["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     npy = states["numpy"]
-    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"],
+    np.random.set_state((npy["kind"], npy["keys"].cpu().numpy().astype(np.uint32), npy["pos"],
                          npy["has_gauss"], npy["cached_gaussian"]))
     torch.set_rng_state(states["torch"].cpu())
     cuda = states.get("cuda") or []
