@@ -12,6 +12,8 @@ queue passes of one class, a block of weighted draws) gets its own generator see
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import sparse
 
@@ -160,22 +162,71 @@ def cumulative_weights(weights: np.ndarray) -> tuple[np.ndarray, int]:
     return cdf, int(np.flatnonzero(weights > 0)[-1])
 
 
+def _blocks(lo: int, hi: int, make: Callable[[int], np.ndarray]) -> np.ndarray:
+    """Positions ``lo``..``hi - 1`` of a sequence made in blocks of :data:`DRAW_BLOCK` by
+    ``make(block_number)``."""
+    b_lo, b_hi = lo // DRAW_BLOCK, (hi - 1) // DRAW_BLOCK + 1
+    out = np.concatenate([make(b) for b in range(b_lo, b_hi)])
+    first = lo - b_lo * DRAW_BLOCK
+    return out[first: first + (hi - lo)]
+
+
 def weighted_draws(cdf: np.ndarray, last_positive: int, seed: int, epoch: int, lo: int,
                    hi: int) -> np.ndarray:
     """Draws ``lo``..``hi - 1`` with replacement, clip ``i`` with probability ``w_i / sum w``.
 
-    Inverse-CDF sampling: a uniform number per draw located in the running sum by binary
-    search. Draws come in blocks of :data:`DRAW_BLOCK` with one generator each.
+    Inverse-CDF sampling, one generator per block of :data:`DRAW_BLOCK` draws. A block's
+    uniforms are made already sorted (normalised partial sums of exponentials are the order
+    statistics of uniforms), so the binary searches in the running sum walk it in order and
+    stay in cache; a random permutation of the block then restores independent draws.
     """
     if hi <= lo:
         return np.zeros(0, np.int64)
-    b_lo, b_hi = lo // DRAW_BLOCK, (hi - 1) // DRAW_BLOCK + 1
-    u = np.concatenate([rng_for(seed, epoch, _TAG_WEIGHTED_DRAWS, b).random(DRAW_BLOCK)
-                        for b in range(b_lo, b_hi)])
-    first = lo - b_lo * DRAW_BLOCK
-    u = u[first: first + (hi - lo)]
-    idx = np.searchsorted(cdf, u * cdf[-1], side="right")
-    return np.minimum(idx, last_positive).astype(np.int64, copy=False)
+    total = cdf[-1]
+
+    def make(b: int) -> np.ndarray:
+        rng = rng_for(seed, epoch, _TAG_WEIGHTED_DRAWS, b)
+        spacing = np.cumsum(rng.standard_exponential(DRAW_BLOCK + 1))
+        u = spacing[:-1] * (total / spacing[-1])
+        idx = np.minimum(np.searchsorted(cdf, u, side="right"), last_positive)
+        return idx[rng.permutation(DRAW_BLOCK)]
+
+    return _blocks(lo, hi, make)
+
+
+class LabelMixture:
+    """Weighted draws for label-rule weights as a two-step mixture, O(1) per draw.
+
+    With clip weights ``w_i = sum over labels c of v_c``, drawing class ``c`` with probability
+    ``v_c * count_c / sum w`` and then a uniform clip of ``c`` picks clip ``i`` with
+    probability exactly ``w_i / sum w``; the class step is a multinomial count over the few
+    hundred classes, so no search over millions of clips is needed.
+    """
+
+    def __init__(self, targets: sparse.csr_array, class_weights: np.ndarray) -> None:
+        csc = targets.tocsc()
+        csc.sort_indices()
+        counts = np.diff(csc.indptr).astype(np.int64)
+        mass = class_weights * counts
+        self.p = mass / mass.sum()
+        self.starts = csc.indptr[:-1].astype(np.int64)
+        self.counts = counts
+        self.members = csc.indices.astype(np.int64, copy=False)
+
+    def draws(self, seed: int, epoch: int, lo: int, hi: int) -> np.ndarray:
+        """Draws ``lo``..``hi - 1`` (one generator per block of :data:`DRAW_BLOCK`)."""
+        if hi <= lo:
+            return np.zeros(0, np.int64)
+        classes = np.arange(self.p.size)
+
+        def make(b: int) -> np.ndarray:
+            rng = rng_for(seed, epoch, _TAG_WEIGHTED_DRAWS, b)
+            cls = np.repeat(classes, rng.multinomial(DRAW_BLOCK, self.p))
+            k = (rng.random(DRAW_BLOCK) * self.counts[cls]).astype(np.int64)
+            clips = self.members[self.starts[cls] + np.minimum(k, self.counts[cls] - 1)]
+            return clips[rng.permutation(DRAW_BLOCK)]
+
+        return _blocks(lo, hi, make)
 
 
 def weighted_order(weights: np.ndarray, k: int, seed: int, epoch: int) -> np.ndarray:
@@ -189,4 +240,4 @@ def weighted_order(weights: np.ndarray, k: int, seed: int, epoch: int) -> np.nda
         top = np.argpartition(keys, k - 1)[:k]
     else:
         top = np.arange(positive.size)
-    return positive[top[np.argsort(keys[top], kind="stable")]].astype(np.int64, copy=False)
+    return positive[top[np.argsort(keys[top])]].astype(np.int64, copy=False)

@@ -36,6 +36,7 @@ from audioset_data.errors import ConfigError
 
 from .sampler_epochs import (
     BalancedPlan,
+    LabelMixture,
     as_label_matrix,
     cumulative_weights,
     shuffled_positions,
@@ -85,18 +86,27 @@ def label_weights(targets: Any, offset: float = 100.0, scale: float = 1000.0,
     ConfigError
         If ``targets`` is empty or not 2-D, or a constant is out of range.
     """
+    m = as_label_matrix(targets)
+    return _label_weights(m, _class_weights(m, offset, scale), unlabeled_weight)
+
+
+def _class_weights(m: Any, offset: float, scale: float) -> np.ndarray:
+    """``scale / (count_c + offset)`` per class of the label matrix ``m`` (0 if unused)."""
     if not offset >= 0:
         raise ConfigError(f"offset must be >= 0, got {offset}")
     if not scale > 0:
         raise ConfigError(f"scale must be > 0, got {scale}")
-    if not unlabeled_weight >= 0:
-        raise ConfigError(f"unlabeled_weight must be >= 0, got {unlabeled_weight}")
-    m = as_label_matrix(targets)
-    counts = np.asarray(m.sum(axis=0)).ravel().astype(np.float64)
+    counts = np.bincount(m.indices, minlength=m.shape[1]).astype(np.float64)
     per_class = np.zeros_like(counts)
     used = counts > 0
     per_class[used] = scale / (counts[used] + offset)
-    weights = np.asarray(m.astype(np.float64) @ per_class).ravel()
+    return per_class
+
+
+def _label_weights(m: Any, per_class: np.ndarray, unlabeled_weight: float) -> np.ndarray:
+    if not unlabeled_weight >= 0:
+        raise ConfigError(f"unlabeled_weight must be >= 0, got {unlabeled_weight}")
+    weights = np.asarray(m.astype(np.float64) @ per_class, dtype=np.float64).ravel()
     if unlabeled_weight:
         weights[np.diff(m.indptr) == 0] = unlabeled_weight
     return weights
@@ -340,7 +350,15 @@ class WeightedSampler(_Sampler):
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
         if (targets is None) == (weights is None):
             raise ConfigError("WeightedSampler needs exactly one of targets and weights")
-        w = label_weights(targets) if weights is None else np.asarray(weights, np.float64)
+        self._mixture: LabelMixture | None = None
+        if targets is not None:
+            m = as_label_matrix(targets)
+            per_class = _class_weights(m, 100.0, 1000.0)
+            w = _label_weights(m, per_class, 0.0)
+            if w.any():
+                self._mixture = LabelMixture(m, per_class)
+        else:
+            w = np.asarray(weights, np.float64)
         if w.ndim != 1 or w.size == 0:
             raise ConfigError(f"weights must be a non-empty 1-D array, got shape {w.shape}")
         if not np.all(np.isfinite(w)):
@@ -369,9 +387,12 @@ class WeightedSampler(_Sampler):
 
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "replacement": self.replacement,
+                "from_labels": self._mixture is not None,
                 "fingerprint": self._fingerprint}
 
     def _generate(self, lo: int, hi: int) -> np.ndarray:
+        if self.replacement and self._mixture is not None:
+            return self._mixture.draws(self.seed, self.epoch, lo, hi)
         if self.replacement:
             if self._cdf is None:
                 self._cdf = cumulative_weights(self.weights)

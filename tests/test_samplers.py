@@ -333,6 +333,26 @@ def test_weighted_with_replacement_frequencies_follow_weights():
     assert chi2 < 18.47  # chi-square 99.9% quantile, 4 degrees of freedom
 
 
+def test_weighted_from_labels_draws_each_clip_by_its_weight():
+    dense = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 1], [0, 1, 1], [0, 0, 1],
+                      [1, 0, 0]], dtype=bool)
+    n = 300_000
+    s = WeightedSampler(dense, num_samples=n, seed=4)
+    w = label_weights(dense)
+    assert np.array_equal(s.weights, w)
+    counts = np.bincount(s.indices(), minlength=dense.shape[0])
+    assert counts[2] == 0
+    expected = n * w / w.sum()
+    keep = w > 0
+    chi2 = (((counts - expected) ** 2)[keep] / expected[keep]).sum()
+    assert chi2 < 22.46  # chi-square 99.9% quantile, 6 degrees of freedom
+    # the same weights given directly make another (equally valid) sequence; a state from one
+    # must not resume the other
+    direct = WeightedSampler(weights=w, num_samples=n, seed=4)
+    with pytest.raises(ConfigError, match="'from_labels'"):
+        direct.load_state_dict(s.state_dict())
+
+
 def test_weighted_label_rule_equalises_the_skewed_set():
     targets = skewed_targets()
     dense = targets.toarray()
