@@ -60,9 +60,15 @@ class EvaluationError(AudioSetError, ValueError):
     """Targets, scores or masks given to an evaluation function cannot be evaluated."""
 
 
+class CheckpointError(AudioSetError, ValueError):
+    """A checkpoint cannot be written or loaded: missing, truncated, unsafe or for another
+    model; the message names the file."""
+
+
 __all__ = [
     "AudioSetError",
     "CacheError",
+    "CheckpointError",
     "ChecksumMismatchError",
     "ConfigError",
     "DownloadError",

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from audioset_data.config import PathLike
-from audioset_data.errors import AudioSetError
+from audioset_data.errors import CheckpointError
 from audioset_data.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
@@ -37,11 +37,6 @@ FORMAT = "audioset_data.checkpoint"
 VERSION = 1
 _PLAIN = (torch.Tensor, str, int, float, bool, complex, type(None), torch.dtype, torch.device,
           torch.Size)
-
-
-class CheckpointError(AudioSetError, ValueError):
-    """A checkpoint cannot be written or loaded: missing, truncated, unsafe or for another
-    model; the message names the file."""
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

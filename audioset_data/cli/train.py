@@ -1,0 +1,102 @@
+"""``audioset train``, ``audioset benchmark`` and ``audioset predict``: the baselines' commands.
+
+They need torch (``pip install audioset-data[torch]``); it is imported only when one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ConfigError
+
+
+def _torch_missing() -> ConfigError:
+    return ConfigError("this command needs torch: pip install torch (or audioset-data[torch])")
+
+
+def _baselines():  # noqa: ANN202 - the module, imported late so the CLI runs without torch
+    try:
+        from .. import baselines
+        from ..baselines import benchmark, prediction, training  # noqa: F401 - need torch
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            raise _torch_missing() from None
+        raise
+    return baselines
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``train``, ``benchmark`` and ``predict`` sub-commands."""
+    from ..baselines.config import add_config_arguments
+
+    t = sub.add_parser("train", help="train one baseline on a cached split",
+                       description="Every training option is a flag; a stopped run resumes "
+                                   "from OUT/last.pt. Under torchrun each process trains "
+                                   "its share (DDP).")
+    add_config_arguments(t)
+    t.set_defaults(func=_train)
+
+    b = sub.add_parser("benchmark", help="the reference benchmark: train, evaluate, one table",
+                       description="Trains each model on --train, evaluates on --eval and "
+                                   "writes benchmark.md / benchmark.json (and each run's "
+                                   "report and plots) to --out.")
+    b.add_argument("--models", default="fc,resnet50,cnn14",
+                   help="comma-separated models (default fc,resnet50,cnn14)")
+    b.add_argument("--betas", default="0",
+                   help="loss-balancing exponents; 'seed' for the seed's sweep 0,0.1,0.25,1")
+    b.add_argument("--smoke", action="store_true",
+                   help="a tiny run of the whole pipeline (minutes on a CPU)")
+    add_config_arguments(b, skip=("model", "beta"))
+    b.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("predict", help="scores of a trained model, in the format `audioset "
+                                       "evaluate` reads")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by training")
+    p.add_argument("--source", required=True,
+                   help="cached split name, cache folder, or a folder of audio files")
+    p.add_argument("--scores", required=True, help="output .npz (frame scores beside it)")
+    p.add_argument("--root", help="data root")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_predict)
+
+
+def _train(args: argparse.Namespace) -> int:
+    baselines = _baselines()
+    from ..baselines.config import config_from_args
+
+    result = baselines.train(config_from_args(args))
+    if result.evaluation is not None:
+        print(result.evaluation.to_markdown())
+    print(f"checkpoint: {result.checkpoint}", file=sys.stderr)
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    baselines = _baselines()
+    from ..baselines.config import config_from_args
+
+    config = config_from_args(args)
+    if args.betas.strip().lower() == "seed":
+        betas = baselines.SEED_BETAS
+    else:
+        try:
+            betas = tuple(float(x) for x in args.betas.split(",") if x.strip())
+        except ValueError:
+            raise ConfigError(f"--betas {args.betas!r}: comma-separated numbers or 'seed'") \
+                from None
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    report = baselines.run_benchmark(config.train, config.eval or "eval", models, betas,
+                                     root=config.root, out=config.out, smoke=args.smoke,
+                                     base=config)
+    print(report.to_markdown())
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    baselines = _baselines()
+    scores = baselines.predict(args.checkpoint, args.source, args.scores, root=args.root,
+                               batch_size=args.batch_size, device=args.device)
+    print(f"scored {len(scores.ids)} clips -> {args.scores}", file=sys.stderr)
+    return 0

@@ -1,0 +1,128 @@
+"""Scoring a model on a cached split: clip scores (and frame scores for frame models), in order.
+
+Frame-level models (``fc``, ``resnet50``) score each 960 ms example and the clip score is the
+mean over its examples, through the evaluation harness's aggregation; clip-level models
+(``cnn14``) score the whole log-mel. Under DDP each rank scores its share and the parts are
+joined by clip id with :func:`~audioset_data.evaluation.gather_scores`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from audioset_data.evaluation.aggregate import frames_to_clips
+from audioset_data.evaluation.harness import gather_scores
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Scores", "autocast", "model_inputs", "score_loader"]
+
+
+@dataclass
+class Scores:
+    """Sigmoid scores of clips (``ids``, ``clips``) and, for frame models, of their examples
+    (``frame_ids``, ``frames``: example number within its clip, ``frame_scores``)."""
+
+    ids: list[str]
+    clips: np.ndarray
+    frame_ids: list[str] | None = None
+    frames: np.ndarray | None = None
+    frame_scores: np.ndarray | None = None
+
+    def save(self, path: str) -> None:
+        """Write the clip scores as ``.npz`` (``ids``, ``scores``), the format ``audioset
+        evaluate`` reads; frame scores go beside it as ``<name>.frames.npz``."""
+        np.savez(path, ids=np.asarray(self.ids), scores=self.clips.astype(np.float32))
+        if self.frame_scores is not None:
+            base = str(path)[:-4] if str(path).endswith(".npz") else str(path)
+            np.savez(base + ".frames.npz", ids=np.asarray(self.frame_ids),
+                     frames=self.frames, scores=self.frame_scores.astype(np.float32))
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` when asked, else nothing."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def model_inputs(frontend: nn.Module, frame_level: bool, wave: torch.Tensor,
+                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-mel input of a batch: ``(examples, clip_index)`` for frame models, ``(log-mel,
+    None)`` for clip models."""
+    if frame_level:
+        examples, clip_index = frontend.examples(wave, lengths)
+        return examples, clip_index
+    return frontend(wave, lengths), None
+
+
+@torch.no_grad()
+def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data.DataLoader,
+                 device: torch.device, *, frame_level: bool, bf16: bool = False,
+                 progress: bool = False, distributed: bool = False) -> Scores:
+    """Score every batch of ``loader`` (items with ``waveform``, ``length``, ``key``)."""
+    was_training = model.training
+    model.eval()
+    ids: list[str] = []
+    clip_rows: list[np.ndarray] = []
+    f_ids: list[str] = []
+    f_num: list[np.ndarray] = []
+    f_rows: list[np.ndarray] = []
+    try:
+        for batch in tqdm(loader, desc="scoring", disable=not progress, leave=False):
+            wave = batch["waveform"].to(device, non_blocking=True)
+            lengths = batch["length"].to(device)
+            keys = list(batch["key"])
+            with autocast(device, bf16):
+                x, clip_index = model_inputs(frontend, frame_level, wave, lengths)
+                logits = model(x) if len(x) else x.new_zeros((0, _n_out(model)))
+            prob = torch.sigmoid(logits.float()).cpu().numpy()
+            if clip_index is None:
+                ids.extend(keys)
+                clip_rows.append(prob)
+                continue
+            ci = clip_index.cpu().numpy()
+            starts = np.searchsorted(ci, ci, side="left")
+            f_ids.extend(keys[i] for i in ci)
+            f_num.append(np.arange(len(ci)) - starts)
+            f_rows.append(prob)
+            scored = np.unique(ci)
+            if len(scored) < len(keys):
+                logger.warning("%d clips are shorter than one example and get no score",
+                               len(keys) - len(scored))
+            if len(ci):
+                _, pooled = frames_to_clips(prob, ci, "mean")
+                ids.extend(keys[i] for i in scored)
+                clip_rows.append(pooled)
+    finally:
+        model.train(was_training)
+    n_out = _n_out(model)
+    clips = np.concatenate(clip_rows) if clip_rows else np.zeros((0, n_out))
+    if distributed:
+        ids, clips = _gather(ids, clips)
+    if not frame_level:
+        return Scores(ids, clips)
+    frames = np.concatenate(f_num) if f_num else np.zeros(0, np.int64)
+    fs = np.concatenate(f_rows) if f_rows else np.zeros((0, n_out))
+    return Scores(ids, clips, f_ids, frames, fs)
+
+
+def _n_out(model: nn.Module) -> int:
+    inner = getattr(model, "module", model)
+    return int(getattr(inner, "n_classes", 527))
+
+
+def _gather(ids: list[str], clips: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Join every rank's scores, each clip once (the sampler pads with repeats)."""
+    import torch.distributed as dist
+
+    parts: list[tuple[list[str], np.ndarray] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (ids, clips))
+    return gather_scores([p for p in parts if p is not None])

@@ -1,0 +1,366 @@
+"""One training loop for every baseline: a laptop CPU, one GPU, or many under torchrun.
+
+``train(TrainConfig(...))`` reads a cached split through the loaders (balanced, weighted or
+shuffled sampling, distributed when launched by torchrun), turns waveforms into log-mel on the
+device, and optimises the prior-balanced loss with AdamW and a warm-up + cosine schedule
+(optional mixup, SpecAugment, bf16 autocast, ``channels_last``, ``torch.compile``, gradient
+clipping). It logs to ``metrics.jsonl``, evaluates with the harness, and checkpoints the whole
+state (model, optimiser, schedule, sampler position, every RNG) so a run stopped at any point
+resumes to the same weights an uninterrupted run reaches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from audioset_data.errors import ConfigError
+from audioset_data.evaluation.harness import EvaluationResult, evaluate
+from audioset_data.fileio import atomic_write
+from audioset_data.labels import LabelIndex
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .inference import autocast, model_inputs, score_loader
+from .models import build_model
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "Trainer", "train"]
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the final step, the last evaluation (rank 0), the files written."""
+
+    step: int
+    epoch: int
+    loss: float
+    evaluation: EvaluationResult | None
+    out: Path
+    checkpoint: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but this machine has no usable CUDA device")
+    return dev
+
+
+def _init_distributed(device_name: str) -> tuple[int, int, int]:
+    """(rank, world size, local rank); joins the process group when torchrun started us."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        cuda = device_name != "cpu" and torch.cuda.is_available()
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def warmup_cosine(total: int, warmup: float) -> Any:
+    """LR factor per step: linear warm-up over ``warmup × total`` steps, then cosine to 0."""
+    n_warm = int(round(warmup * total))
+
+    def factor(step: int) -> float:
+        if step < n_warm:
+            return (step + 1) / n_warm
+        rest = max(1, total - n_warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - n_warm) / rest)))
+
+    return factor
+
+
+def _dataset(kind: Any, source: str, config: TrainConfig) -> Any:
+    """The dataset of a cached split, cut to its first ``max_clips`` clips when asked."""
+    data = kind(source, root=config.root)
+    if config.max_clips and len(data) > config.max_clips:
+        data = kind(data.cache, selection=np.arange(config.max_clips))
+    return data
+
+
+def _rng_seed(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """The state of one run; :meth:`fit` trains it. Most users call :func:`train`."""
+
+    def __init__(self, config: TrainConfig, *, progress: bool = True):
+        from audioset_data.loaders import (
+            AudioSetDataset,
+            LogMel,
+            Mixup,
+            PriorBalancedBCE,
+            SpecAugment,
+            collate,
+            frontend_config,
+        )
+
+        self.config = config
+        self.progress = progress
+        self.rank, self.world, local = _init_distributed(config.device)
+        self.device = _device(config.device, local)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.bf16 = config.precision == "bf16" or (config.precision == "auto"
+                                                   and self.device.type == "cuda")
+        self.out = Path(config.out)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        _rng_seed(config.seed)
+
+        self.train_set = _dataset(AudioSetDataset, config.train, config)
+        self.eval_set = _dataset(AudioSetDataset, config.eval, config) if config.eval else None
+        self.collate = collate
+        targets = self.train_set.targets
+        counts = np.asarray(targets.sum(axis=0)).ravel()
+        self.priors = counts / max(1, targets.shape[0])
+        n_classes = targets.shape[1]
+
+        model = build_model(config.model, n_classes=n_classes, **self._model_options())
+        self.frame_level = getattr(model, "frontend", "panns") == "vggish"
+        rate = self.train_set.cache.sample_rate
+        self.frontend = LogMel(frontend_config(model.frontend), input_rate=rate).to(self.device)
+        self.specaugment = (SpecAugment(generator=torch.Generator(device="cpu")
+                                        .manual_seed(config.seed + 1))
+                            if config.specaugment else None)
+        model = model.to(self.device)
+        if self.device.type == "cuda" and config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.net: nn.Module = model
+        if self.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.compile:
+            self.net = torch.compile(self.net)
+        self.criterion = PriorBalancedBCE.from_priors(
+            np.maximum(self.priors, 0.0) if counts.any() else np.ones(n_classes),
+            beta=config.beta).to(self.device)
+        self.mixup = Mixup(config.mixup, mode="permute", seed=config.seed + 2) \
+            if config.mixup > 0 else None
+
+        self.sampler = self._sampler(targets)
+        self.batches_per_epoch = max(1, len(self.sampler) // config.batch_size)
+        self.total_steps = max(1, int(math.ceil(config.epochs * self.batches_per_epoch)))
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.total_steps, config.warmup))
+        self.step = 0
+        self.epoch = 0
+        self.consumed = 0  # clips of the current epoch this rank has trained on
+        self.history: list[dict[str, Any]] = []
+        self.evaluation: EvaluationResult | None = None
+        self._loader_cache: Any = None
+
+    # -- construction helpers -------------------------------------------------------------
+    def _model_options(self) -> dict[str, Any]:
+        return {"hidden": self.config.hidden} if self.config.model == "fc" else {}
+
+    def _sampler(self, targets: Any) -> Any:
+        from audioset_data.loaders import BalancedSampler, ShuffleSampler, WeightedSampler
+
+        c = self.config
+        common = {"seed": c.seed, "num_replicas": self.world, "rank": self.rank}
+        if c.sampler == "balanced":
+            return BalancedSampler(targets, **common)
+        if c.sampler == "weighted":
+            return WeightedSampler(targets, **common)
+        return ShuffleSampler(targets.shape[0], **common)
+
+    def _loader(self, dataset: Any, sampler: Any, *, train: bool) -> torch.utils.data.DataLoader:
+        c = self.config
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=c.batch_size, sampler=sampler, collate_fn=self.collate,
+            num_workers=c.num_workers, drop_last=train, persistent_workers=False,
+            pin_memory=self.device.type == "cuda",
+            # a loader of its own draws the worker seeds, so building one at a resume point
+            # leaves the global RNG (dropout) exactly where an uninterrupted run has it
+            generator=torch.Generator().manual_seed(c.seed),
+        )
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def _extra_state(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {"consumed": self.consumed}
+        if self.mixup is not None:
+            extra["mixup"] = self.mixup.state_dict()
+        if self.specaugment is not None:
+            extra["specaugment"] = self.specaugment.generator.get_state()
+        return extra
+
+    def save(self, name: str = "last.pt") -> Path:
+        """Checkpoint the whole state to ``out/name`` (rank 0 writes; all ranks wait)."""
+        path = self.out / name
+        state = self.sampler.state_dict()
+        state["position"] = self.consumed
+        if self.rank == 0:
+            save_checkpoint(path, model=self.model, optimizer=self.optimizer,
+                            scheduler=self.scheduler, sampler_state=state, step=self.step,
+                            epoch=self.epoch, config=self.config.to_dict(),
+                            extra=self._extra_state())
+        if self.world > 1:
+            dist.barrier()
+        return path
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save`."""
+        info = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
+                               scheduler=self.scheduler, map_location=self.device)
+        self.step, self.epoch = int(info["step"]), int(info["epoch"])
+        extra = info.get("extra") or {}
+        self.consumed = int(extra.get("consumed", 0))
+        sampler_state = dict(info["sampler_state"])
+        sampler_state["rank"] = self.rank
+        self.sampler.load_state_dict(sampler_state)
+        if self.mixup is not None and "mixup" in extra:
+            self.mixup.load_state_dict(extra["mixup"])
+        if self.specaugment is not None and "specaugment" in extra:
+            self.specaugment.generator.set_state(extra["specaugment"])
+        logger.info("resumed %s at step %d (epoch %d, %d clips in)", path, self.step,
+                    self.epoch, self.consumed)
+
+    # -- training -------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, Any]) -> float:
+        """One optimiser step on one batch; returns the loss."""
+        wave = batch["waveform"].to(self.device, non_blocking=True)
+        lengths = batch["length"].to(self.device)
+        target = batch["target"].to(self.device, non_blocking=True).float()
+        if self.mixup is not None:
+            mixed = self.mixup(wave, target, lengths)
+            wave, target, lengths = mixed.inputs, mixed.targets, mixed.lengths
+        with autocast(self.device, self.bf16):
+            x, clip_index = model_inputs(self.frontend, self.frame_level, wave, lengths)
+            if self.specaugment is not None:
+                x = self.specaugment(x)
+            if clip_index is not None:
+                target = target[clip_index]
+            if self.device.type == "cuda" and self.config.channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = self.net(x)
+        loss = self.criterion(logits.float(), target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach())
+
+    def evaluate(self) -> EvaluationResult | None:
+        """Score the evaluation cache and run the harness (the result on rank 0)."""
+        if self.eval_set is None:
+            return None
+        from audioset_data.loaders import ShuffleSampler
+
+        sampler = ShuffleSampler(len(self.eval_set), shuffle=False, num_replicas=self.world,
+                                 rank=self.rank)
+        loader = self._loader(self.eval_set, sampler, train=False)
+        scores = score_loader(self.net, self.frontend, loader, self.device,
+                              frame_level=self.frame_level, bf16=self.bf16,
+                              progress=self.progress and self.rank == 0,
+                              distributed=self.world > 1)
+        if self.rank != 0:
+            return None
+        targets = self.eval_set.targets
+        where = {k: i for i, k in enumerate(self.eval_set.keys)}
+        rows = [where[k] for k in scores.ids]
+        mids = self.eval_set.cache.label_mids
+        result = evaluate(scores.clips, targets[rows], clip_ids=scores.ids,
+                          label_index=LabelIndex(mids, mids), n_listed=len(self.eval_set))
+        self.evaluation = result
+        return result
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.rank == 0:
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def fit(self) -> TrainResult:
+        """Train until ``epochs`` are done, evaluating and checkpointing on the way."""
+        c = self.config
+        last = self.out / "last.pt"
+        if c.resume and last.is_file():
+            self.resume(last)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {c.model}",
+                   disable=not self.progress or self.rank != 0)
+        loss = float("nan")
+        t0, seen = time.perf_counter(), 0
+        end = self.total_steps if not c.stop_after else min(self.total_steps,
+                                                            self.step + c.stop_after)
+        while self.step < end:
+            self.sampler.set_epoch(self.epoch)
+            if self.consumed:
+                state = self.sampler.state_dict()
+                state["position"] = self.consumed
+                self.sampler.load_state_dict(state)
+            loader = self._loader(self.train_set, self.sampler, train=True)
+            for batch in loader:
+                loss = self.train_step(batch)
+                self.step += 1
+                self.consumed += len(batch["key"])
+                seen += len(batch["key"])
+                bar.update(1)
+                if self.step % max(1, c.log_every) == 0 or self.step == self.total_steps:
+                    dt = time.perf_counter() - t0
+                    self._log({"step": self.step, "epoch": self.epoch, "loss": loss,
+                               "lr": self.scheduler.get_last_lr()[0],
+                               "clips_per_s": seen * self.world / max(dt, 1e-9)})
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    t0, seen = time.perf_counter(), 0
+                if c.eval_every and self.step % c.eval_every == 0 and self.step < self.total_steps:
+                    self._log_eval()
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save()
+                if self.step >= end:
+                    break
+            else:
+                self.epoch += 1
+                self.consumed = 0
+                continue
+            break
+        bar.close()
+        path = self.save()
+        if self.step >= self.total_steps:
+            self._log_eval()
+        return TrainResult(self.step, self.epoch, loss, self.evaluation, self.out, path,
+                           self.history)
+
+    def _log_eval(self) -> None:
+        result = self.evaluate()
+        if result is not None:
+            m = result.metrics
+            self._log({"step": self.step, "eval": {
+                "mAP": float(m.mean_ap), "mAUC": float(m.mean_auc),
+                "d_prime": float(m.dprime_of_mean_auc)}})
+            atomic_write(self.out / "eval.json", result.to_json().encode())
+
+
+def train(config: TrainConfig | None = None, *, progress: bool = True,
+          **overrides: Any) -> TrainResult:
+    """Train a baseline (see :class:`TrainConfig`; keyword overrides change its fields)."""
+    config = (config or TrainConfig()).replace(**overrides) if overrides else \
+        (config or TrainConfig())
+    return Trainer(config, progress=progress).fit()

@@ -1,0 +1,174 @@
+"""The training loop: it learns, it resumes to the same weights, DDP ranks agree, and the
+commands around it (train, benchmark, predict → evaluate) work end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from audioset_data.baselines.config import TrainConfig, add_config_arguments, config_from_args
+from audioset_data.cli import main
+from audioset_data.errors import ConfigError
+from audioset_data.store import cache_dir
+
+from .training_caches import write_sound_cache
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def sound_caches(data_root):
+    """A training and a held-out cache of four band-noise classes (different clips)."""
+    write_sound_cache(cache_dir("snd_train", data_root), per_class=12, seed=1, prefix="trn")
+    write_sound_cache(cache_dir("snd_eval", data_root), per_class=6, seed=2, prefix="evl")
+    return data_root
+
+
+def _tiny(out: Path, **kw) -> TrainConfig:
+    base = dict(model="fc", train="snd_train", eval="snd_eval", out=str(out), batch_size=8,
+                hidden=(64,), lr=3e-3, num_workers=0, epochs=1.0, checkpoint_every=0,
+                log_every=1, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_flags_follow_the_fields():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    args = parser.parse_args(["--model", "fc", "--lr", "0.01", "--hidden", "64,32",
+                              "--specaugment", "yes", "--eval", "none", "--max-clips", "7"])
+    config = config_from_args(args)
+    assert (config.model, config.lr, config.hidden, config.specaugment, config.eval,
+            config.max_clips) == ("fc", 0.01, (64, 32), True, None, 7)
+    assert config.batch_size == TrainConfig().batch_size
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match="sampler"):
+        TrainConfig(sampler="round-robin")
+    with pytest.raises(ConfigError, match="unknown training options"):
+        TrainConfig.from_dict({"modle": "fc"})
+
+
+def test_learns_distinct_sounds_far_above_chance(sound_caches, tmp_path):
+    from audioset_data.baselines import train
+
+    result = train(_tiny(tmp_path / "run", epochs=8.0, hidden=(128,), sampler="balanced"),
+                   progress=False)
+    ev = result.evaluation
+    assert ev is not None and len(ev.clip_ids) == 24
+    defined = ev.metrics.defined
+    assert defined.sum() == 4
+    chance = float(np.mean(ev.metrics.n_pos[defined] / 24))
+    assert chance < 0.4
+    assert ev.metrics.mean_ap > 0.9, (ev.metrics.mean_ap, chance)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in lines if "loss" in r]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    assert any("eval" in r for r in lines) and (tmp_path / "run" / "eval.json").is_file()
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(sound_caches, tmp_path):
+    from audioset_data.baselines import train
+
+    kw = dict(epochs=2.0, mixup=0.5, specaugment=True, sampler="balanced", eval=None)
+    whole = train(_tiny(tmp_path / "whole", **kw), progress=False)
+    part = train(_tiny(tmp_path / "part", stop_after=4, **kw), progress=False)
+    assert part.step == 4
+    part = train(_tiny(tmp_path / "part", stop_after=5, **kw), progress=False)  # crosses an epoch
+    assert part.step == 9
+    done = train(_tiny(tmp_path / "part", **kw), progress=False)
+    assert done.step == whole.step == 12
+    a, b = _weights(whole.checkpoint), _weights(done.checkpoint)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and a run that is not resumed differs (the check above can fail)
+    other = train(_tiny(tmp_path / "other", **{**kw, "seed": 4}), progress=False)
+    c = _weights(other.checkpoint)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(sound_caches, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    # each rank writes its own weights: the trainer's model after fit
+    script.write_text(
+        "import sys, torch, torch.distributed as dist\n"
+        "from audioset_data.baselines import TrainConfig\n"
+        "from audioset_data.baselines.training import Trainer\n"
+        "cfg = TrainConfig(model='fc', train='snd_train', eval='snd_eval', out=sys.argv[1],\n"
+        "                  batch_size=4, hidden=(32,), num_workers=0, epochs=1.0,\n"
+        "                  checkpoint_every=0, sampler='balanced', device='cpu')\n"
+        "t = Trainer(cfg, progress=False)\n"
+        "r = t.fit()\n"
+        "torch.save(t.model.state_dict(), f'{sys.argv[1]}/rank{t.rank}.pt')\n"
+        "if t.rank == 0:\n"
+        "    open(f'{sys.argv[1]}/eval_clips.txt', 'w').write(str(len(r.evaluation.clip_ids)))\n"
+        "dist.destroy_process_group()\n"
+    )
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), str(script), str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(out / "rank0.pt", weights_only=True)
+    b = torch.load(out / "rank1.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the ranks split the eval set (padded); gathering keeps each of its 24 clips once
+    assert (out / "eval_clips.txt").read_text() == "24"
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines if '"loss"' in x]
+    assert steps[-1] == 48 // (4 * 2)  # each rank takes half of the 48-clip epoch
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_and_predict_then_evaluate(sound_caches, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(["benchmark", "--smoke", "--train", "snd_train", "--eval", "snd_eval",
+                 "--models", "fc,resnet50,cnn14", "--out", str(out), "--max-clips", "16"])
+    assert code == 0
+    table = (out / "benchmark.md").read_text()
+    for model in ("fc", "resnet50", "cnn14"):
+        assert f"| {model} |" in table
+    rows = json.loads((out / "benchmark.json").read_text())["rows"]
+    assert [r["model"] for r in rows] == ["fc", "resnet50", "cnn14"]
+    assert all(0 <= r["mAP"] <= 1 and r["eval clips"] == 16 for r in rows)
+    assert (out / "fc-beta0" / "report.md").is_file()
+    scores = tmp_path / "fc.npz"
+    assert main(["predict", "--checkpoint", str(out / "fc-beta0" / "last.pt"),
+                 "--source", "snd_eval", "--scores", str(scores)]) == 0
+    with np.load(scores) as z:
+        assert len(z["ids"]) == 24 and z["scores"].shape == (24, 4)
+    with np.load(tmp_path / "fc.frames.npz") as z:
+        assert len(z["ids"]) == 240 and z["frames"].max() == 9
+    capsys.readouterr()
+    assert main(["evaluate", "--scores", str(scores), "--split", "snd_eval"]) == 0
+    assert "mAP" in capsys.readouterr().out
+
+
+def test_cli_without_torch_names_the_fix(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for name in [m for m in sys.modules if m.startswith("audioset_data.baselines.")
+                 and not m.endswith(".config")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert main(["predict", "--checkpoint", "x.pt", "--source", "eval", "--scores",
+                 "s.npz"]) == 2
