@@ -227,6 +227,7 @@ class NumpyBatches:
         self._served = 0
         self._resume: dict[str, Any] | None = None
         self._next_state: Any = None
+        self._local = threading.local()
 
     def __len__(self) -> int:
         n = len(self.sampler) if hasattr(self.sampler, "__len__") else len(self.positions)
@@ -293,10 +294,16 @@ class NumpyBatches:
         if len(idx) and (idx.min() < 0 or idx.max() >= len(self.positions)):
             raise IndexError(f"indices out of range for a selection of {len(self.positions)}")
         pos = self.positions[idx]
-        got = self.cache.read(pos)
-        wave = got["waveform"]
-        if self.dtype == "float32":
-            wave = np.multiply(wave, np.float32(PCM_SCALE), dtype=np.float32)
+        if self.dtype == "int16":
+            got = self.cache.read(pos)
+            wave = got["waveform"]
+        else:  # read into this thread's int16 buffer, convert into a fresh float32 array
+            buf = getattr(self._local, "buf", None)
+            if buf is None or buf.shape[0] < len(pos):
+                buf = np.empty((len(pos), self.cache.clip_samples), dtype=np.int16)
+                self._local.buf = buf
+            got = self.cache.read(pos, out=buf)
+            wave = np.multiply(got["waveform"], np.float32(PCM_SCALE), dtype=np.float32)
         return {"waveform": wave, "length": got["length"], "target": got["target"],
                 "key": [self.cache.key(int(p)) for p in pos], "index": idx, "position": pos}
 

@@ -111,6 +111,35 @@ def test_getitems_equals_item_path_and_the_dataloader_uses_it(built):
     _check_batch(out, clips)
 
 
+def test_batches_kept_by_the_consumer_are_never_overwritten(built):
+    folder, clips = built
+    ds = AudioSetDataset(folder)
+    first = collate(ds.__getitems__([0, 1, 2]))
+    view = first["waveform"][1]  # a view alone keeps the memory in use
+    kept = view.clone()
+    addresses = {first["waveform"].data_ptr()}
+    del first
+    second = collate(ds.__getitems__([3, 4, 5]))
+    assert torch.equal(view, kept) and second["waveform"].data_ptr() not in addresses
+    addresses.add(second["waveform"].data_ptr())
+    del view, second
+    third = collate(ds.__getitems__([6, 7, 8]))
+    assert third["waveform"].data_ptr() in addresses  # released: recycled
+    _check_batch(third, clips)
+
+
+def test_int16_waveforms_are_the_stored_samples(built):
+    folder, clips = built
+    ds = AudioSetDataset(folder, dtype="int16")
+    batch = collate(ds.__getitems__([4, 9]))
+    assert batch["waveform"].dtype == torch.int16 == ds[4]["waveform"].dtype
+    for j, key in enumerate(batch["key"]):
+        assert np.array_equal(batch["waveform"][j].numpy(), clips[key].pcm)
+    assert torch.equal(ds[9]["waveform"], batch["waveform"][1])
+    with pytest.raises(ConfigError, match="dtype"):
+        AudioSetDataset(folder, dtype="float16")
+
+
 def test_transform_runs_per_item_and_collate_stacks_its_fields(built):
     folder, clips = built
 
@@ -227,6 +256,11 @@ def test_every_clip_once_per_epoch_with_two_forked_workers(built):
     ds[0]  # a handle opened in the parent before the fork must not be shared
     seen = _one_epoch(ds, "fork", clips)
     assert sorted(seen) == sorted(clips) and seen != list(clips)
+    raw = AudioSetDataset(folder, dtype="int16").loader(batch_size=8, num_workers=2,
+                                                        multiprocessing_context="fork")
+    for batch in raw:
+        for j, key in enumerate(batch["key"]):
+            assert np.array_equal(batch["waveform"][j].numpy(), clips[key].pcm)
 
 
 @pytest.mark.slow
