@@ -43,9 +43,12 @@ logger = logging.getLogger(__name__)
 
 MEL_SCALES = ("htk", "slaney")
 LOG_KINDS = ("offset", "db")
-#: On CPU, clips are processed in groups of about this many samples, so that the spectrum of
-#: a group stays in cache between the FFT, the magnitude and the mel product.
+#: On CPU, clips are processed in groups of about this many input samples, so that the
+#: spectrum of a group stays in cache between the FFT, the magnitude and the mel product.
 CPU_GROUP_SAMPLES = 1 << 18
+#: On other devices, groups are bounded only to cap the memory of the intermediate spectra
+#: (about 2 GB of float32 complex spectrum for VGGish, 420 clips of 10 s at 16 kHz).
+DEVICE_GROUP_SAMPLES = 1 << 26
 
 
 @dataclass(frozen=True)
@@ -297,9 +300,8 @@ class LogMel(nn.Module):
         if cfg.center and n_model <= cfg.n_fft // 2:
             raise ConfigError(f"clips of {samples} samples are too short for centre padding "
                               f"(need more than {cfg.n_fft // 2} at {cfg.sample_rate} Hz)")
-        group = batch
-        if wave.device.type == "cpu":
-            group = max(1, CPU_GROUP_SAMPLES // max(samples, 1))
+        budget = CPU_GROUP_SAMPLES if wave.device.type == "cpu" else DEVICE_GROUP_SAMPLES
+        group = max(1, budget // max(samples, 1))
         for lo in range(0, batch, group):
             chunk = self.resampler(wave[lo: lo + group])
             out[lo: lo + group] = self._spectrum(chunk)

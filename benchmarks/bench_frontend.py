@@ -1,0 +1,166 @@
+"""The batched log-mel front end against librosa called clip by clip.
+
+For each case, clips per second of ``LogMel`` on a batch of 10-s int16 clips (noise, fixed
+seed) against the baseline of ``librosa.feature.melspectrogram`` called on each clip of the
+same batch with the same settings, followed by the same log (and preceded, for 32-kHz input,
+by ``librosa.resample`` with its default resampler, soxr "HQ"; the int16 scaling is in both).
+Each contender runs once to warm up, then the two alternate ``--repeat`` times; medians are
+reported. Cases:
+
+* ``vggish@16k``: the VGGish front end on 16-kHz input (no resampling);
+* ``vggish@32k``: the VGGish front end on 32-kHz input (the cache's rate), resampled to 16 kHz;
+* ``panns@32k``: the PANNs front end (power, Slaney mel, dB) on 32-kHz input.
+
+``--device cuda`` times the module on the GPU (input already on the device, and separately
+with the host-to-device copy of the int16 batch), against the same CPU baseline measured on the
+first ``--baseline-clips`` clips.
+
+NumPy's OpenBLAS is held to one thread (``OPENBLAS_NUM_THREADS=1`` unless set): it is the
+baseline's fastest setting here (its idle workers otherwise spin after each small product and
+take the cores from whatever runs next, which made librosa 6x slower on 2 busy cores), and our
+module uses torch's own MKL and OpenMP threads (``--threads``).
+
+Usage::
+
+    python benchmarks/bench_frontend.py [--batch 64] [--repeat 5] [--threads 2]
+    python benchmarks/bench_frontend.py --device cuda --batch 2048
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import librosa  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from audioset_data.loaders.frontend import PANNS, VGGISH, FrontEndConfig, LogMel  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "frontend.md"
+CASES = {"vggish@16k": (VGGISH, 16000), "vggish@32k": (VGGISH, 32000),
+         "panns@32k": (PANNS, 32000)}
+
+
+def librosa_clip(pcm: np.ndarray, config: FrontEndConfig, rate: int) -> np.ndarray:
+    """The baseline for one int16 clip: scale, resample if needed, mel spectrogram, log."""
+    y = pcm.astype(np.float32) / 32768.0
+    if rate != config.sample_rate:
+        y = librosa.resample(y, orig_sr=rate, target_sr=config.sample_rate)
+    if not config.center:  # librosa centres the window in an n_fft frame, as torch.stft does
+        side = (config.n_fft - config.win_length) // 2
+        y = np.pad(y, (side, config.n_fft - config.win_length - side))
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=config.sample_rate, n_fft=config.n_fft, hop_length=config.hop_length,
+        win_length=config.win_length, window="hann", center=config.center, pad_mode="reflect",
+        power=config.power, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax,
+        htk=config.mel_scale == "htk", norm=None if config.mel_scale == "htk" else "slaney")
+    if config.log == "offset":
+        return np.log(mel + config.log_offset).T
+    return 10.0 * np.log10(np.maximum(mel, config.log_offset)).T
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run_case(name: str, args: argparse.Namespace, report) -> None:
+    config, rate = CASES[name]
+    rng = np.random.default_rng(0)
+    pcm = (rng.standard_normal((args.batch, rate * args.seconds)) * 3000).astype(np.int16)
+    device = torch.device(args.device)
+    module = LogMel(config, input_rate=rate).to(device)
+    host = torch.from_numpy(pcm)
+    on_device = host.to(device)
+    base = pcm[: min(args.batch, args.baseline_clips)]
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def ours() -> None:
+        with torch.inference_mode():
+            module(on_device)
+        sync()
+
+    def ours_with_copy() -> None:
+        with torch.inference_mode():
+            module(host.to(device, non_blocking=True))
+        sync()
+
+    def baseline() -> None:
+        for clip in base:
+            librosa_clip(clip, config, rate)
+
+    with torch.inference_mode():
+        got = module(on_device[:2]).cpu().numpy()
+    want = np.stack([librosa_clip(clip, config, rate) for clip in pcm[:2]])
+    agree = float(np.abs(got - want).max())
+    contenders = {"ours": ours, "baseline": baseline}
+    if device.type == "cuda":
+        contenders["ours incl. copy"] = ours_with_copy
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for fn in contenders.values():
+        fn()
+    for _ in range(args.repeat):
+        for key, fn in contenders.items():
+            times[key].append(timed(fn))
+    rate_of = {k: (len(base) if k == "baseline" else args.batch) / statistics.median(v)
+               for k, v in times.items()}
+    for key in contenders:
+        if key == "baseline":
+            continue
+        report(f"| {name} | {key} | {args.batch} | {rate_of[key]:,.0f} | {rate_of['baseline']:,.0f}"
+               f" | {rate_of[key] / rate_of['baseline']:.2f}x | {agree:.2g} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch.set_num_threads for our module (default: every core)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--baseline-clips", type=int, default=64,
+                        help="clips the librosa baseline runs on (its rate is per clip)")
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--no-write", action="store_true", help="do not write the results file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = "python benchmarks/bench_frontend.py " + " ".join(
+        argv if argv is not None else sys.argv[1:])
+    lines: list[str] = []
+
+    def report(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
+    device_name = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+                   else f"CPU, {os.cpu_count()} cores")
+    report(f"Command: `{command.strip()}`")
+    report()
+    report(f"Machine: {platform.machine()}, {device_name}, Python {platform.python_version()}, "
+           f"torch {torch.__version__} ({args.threads} threads), librosa {librosa.__version__} "
+           f"(OpenBLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}).")
+    report()
+    report("| case | ours | batch | ours clips/s | librosa clips/s | ratio | max abs diff |")
+    report("|---|---|---|---|---|---|---|")
+    for name in args.cases.split(","):
+        run_case(name, args, report)
+    if not args.no_write:
+        RESULTS.write_text("# Log-mel front end\n\n" + "\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
