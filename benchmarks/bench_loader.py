@@ -8,9 +8,12 @@ For each storage format, one epoch over every clip of a cache written by the pro
   the baseline also decodes every clip with the same in-process decoder (``decode_clip``),
   since no loader can hand out audio without decoding it; the undecoded read is reported too.
   The baseline stops at int16 arrays; the loaders also convert to float32 (and torch tensors).
+  A second row adds the float32 scaling to the baseline, for comparison with the float32
+  loaders.
 * **DataLoader, N workers** (N = 0, 1, 2): ``AudioSetDataset.loader(batch_size=32,
-  shuffle=False)``, persistent workers (forked), batches through ``__getitems__``.
-* **NumpyBatches**, prefetch 0 and 2, float32.
+  shuffle=False)``, persistent workers (forked), batches through ``__getitems__``; float32
+  (default) and, for pcm16, int16 (``dtype="int16"``: the same bytes as the baseline).
+* **NumpyBatches**, prefetch 0 and 2, float32, and int16.
 
 Each contender is warmed up by one epoch, then the contenders alternate for ``--repeat``
 rounds; the table gives medians. A last table measures whether NumpyBatches' prefetch thread
@@ -86,8 +89,10 @@ def build(fmt: str, n: int) -> Path:
     return folder
 
 
-def raw_reader(folder: Path, fmt: str, decode: bool) -> Callable[[], int]:
-    """One epoch of raw h5py reads in row order (files opened once, as a loader keeps them)."""
+def raw_reader(folder: Path, fmt: str, decode: bool, to_float: bool = False
+               ) -> Callable[[], int]:
+    """One epoch of raw h5py reads in row order (files opened once, as a loader keeps them);
+    ``decode`` decodes compressed clips, ``to_float`` also scales each batch to float32."""
     from audioset_data.codec import decode_clip
 
     files = [h5py.File(p, "r") for p in sorted(folder.glob("shard-*.h5"))]
@@ -100,7 +105,7 @@ def raw_reader(folder: Path, fmt: str, decode: bool) -> Callable[[], int]:
                 hi = min(rows, lo + BATCH)
                 h5["target"][lo:hi]
                 if fmt == "pcm16":
-                    h5["waveform"][lo:hi]
+                    out = h5["waveform"][lo:hi]
                 else:
                     enc = h5["audio"][lo:hi]
                     if decode:
@@ -109,6 +114,8 @@ def raw_reader(folder: Path, fmt: str, decode: bool) -> Callable[[], int]:
                             pcm = decode_clip(bytes(data), fmt, sample_rate=SR,
                                               num_samples=10 * SR)
                             out[j, : len(pcm)] = pcm
+                if to_float:
+                    np.multiply(out, np.float32(1 / 32768), dtype=np.float32)
                 n += hi - lo
         return n
 
@@ -133,16 +140,21 @@ def contenders(folder: Path, fmt: str) -> dict[str, Callable[[], int]]:
     # the loaders come first: their workers fork (in the warm-up) before the baseline opens
     # its h5py files in this process
     out: dict[str, Callable[[], int]] = {}
-    for w in (2, 1, 0):
-        ds = AudioSetDataset(folder)
-        out[f"DataLoader, {w} workers"] = iterate(ds.loader(batch_size=BATCH, shuffle=False,
-                                                           num_workers=w))
+    kinds = [(2, "float32"), (1, "float32"), (0, "float32")]
+    if fmt == "pcm16":
+        kinds += [(2, "int16"), (0, "int16")]
+    for w, dtype in kinds:
+        ds = AudioSetDataset(folder, dtype=dtype)
+        out[f"DataLoader, {w} workers, {dtype}"] = iterate(
+            ds.loader(batch_size=BATCH, shuffle=False, num_workers=w))
     out[_base(fmt)] = raw_reader(folder, fmt, True)
+    out[_base(fmt) + ", then float32"] = raw_reader(folder, fmt, True, to_float=True)
     if fmt != "pcm16":
         out["raw h5py, bytes only (no decode)"] = raw_reader(folder, fmt, False)
-    for p in (0, 2):
-        nb = NumpyBatches(folder, batch_size=BATCH, sampler=range(len(ds)), prefetch=p)
-        out[f"NumpyBatches, prefetch {p}"] = iterate(nb)
+    for p, dtype in ((0, "float32"), (2, "float32"), (0, "int16")):
+        nb = NumpyBatches(folder, batch_size=BATCH, sampler=range(len(ds)), prefetch=p,
+                          dtype=dtype)  # type: ignore[arg-type]
+        out[f"NumpyBatches, prefetch {p}, {dtype}"] = iterate(nb)
     return out
 
 

@@ -51,10 +51,8 @@ def open_source(source: AudioSetCache | PathLike, root: PathLike | None = None) 
                       f"not {type(source).__name__}")
 
 
-def _keys_of_selection(selection: Segments | Sequence[str]) -> list[str]:
-    if isinstance(selection, Segments):
-        return keys_of(selection.ytids, selection.start)
-    return [str(k) for k in selection]
+def _keys_of_selection(selection: Segments) -> list[str]:
+    return keys_of(selection.ytids, selection.start)
 
 
 def select_positions(
@@ -88,12 +86,11 @@ def select_positions(
     n = len(cache)
     if selection is None:
         return np.arange(n, dtype=np.int64), []
-    if isinstance(selection, Segments) or (
-            not isinstance(selection, np.ndarray) and len(selection)
-            and isinstance(next(iter(selection)), str)):
-        keys = _keys_of_selection(selection)  # type: ignore[arg-type]
-        return _positions_of_keys(cache, keys, missing)
+    if isinstance(selection, Segments):
+        return _positions_of_keys(cache, _keys_of_selection(selection), missing)
     arr = np.asarray(selection)
+    if arr.dtype.kind in "USO" and arr.size:
+        return _positions_of_keys(cache, [str(k) for k in arr.ravel()], missing)
     if arr.dtype == bool:
         if arr.shape != (n,):
             raise ConfigError(f"a boolean mask selects over the cache's {n} clips, "

@@ -133,7 +133,8 @@ def seed_worker(worker_id: int) -> None:
 class AudioSetDataset(Dataset):
     """Clips of a cache as a torch map-style dataset.
 
-    Items are dicts: ``waveform`` (float32 tensor in [-1, 1), padded to the clip length),
+    Items are dicts: ``waveform`` (float32 tensor in [-1, 1), or the stored int16 with
+    ``dtype="int16"``, padded to the clip length),
     ``length`` (true samples), ``target`` (float32, one value per cache label), ``key``
     (``ytid_startms``) and ``index`` (position in this dataset), plus ``frame_target`` and
     ``frame_mask`` (frames × labels) when ``frames`` is given. Clips the cache cannot serve are

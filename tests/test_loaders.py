@@ -174,7 +174,8 @@ def test_selection_by_segments_mask_and_positions(built):
     chosen = [keys[9], keys[2], keys[17]]
     by_segments = AudioSetDataset(folder, selection=_segments(chosen, clips))
     by_keys = AudioSetDataset(folder, selection=chosen)
-    assert by_segments.keys == by_keys.keys == chosen
+    by_array = AudioSetDataset(folder, selection=np.array(chosen))
+    assert by_segments.keys == by_keys.keys == by_array.keys == chosen
     mask = np.zeros(23, dtype=bool)
     mask[[2, 9, 17]] = True
     by_mask = AudioSetDataset(folder, selection=mask)
