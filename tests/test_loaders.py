@@ -428,3 +428,30 @@ def test_a_cache_written_by_the_whole_download_path(data_root, shared_data, monk
         assert float(batch["waveform"][j, :n].abs().mean()) > 1e-3  # the stand-in tone
         assert not batch["waveform"][j, n:].any()
         assert torch.equal(ds[int(batch["index"][j])]["waveform"], batch["waveform"][j])
+
+
+def test_the_project_samplers_drive_both_loaders_and_resume(built):
+    from audioset_data.loaders.samplers import BalancedSampler
+
+    folder, clips = built
+    ds = AudioSetDataset(folder)
+    sampler = BalancedSampler(ds.targets, num_samples=40, seed=2)
+    served = [k for b in ds.loader(batch_size=8, sampler=sampler) for k in b["key"]]
+    assert len(served) == 40
+    rare = sum(clips[k].target[2] for k in served) / 40
+    assert rare > sum(c.target[2] for c in clips.values()) / len(clips)  # balanced: rare up
+
+    def fresh(prefetch):
+        return NumpyBatches(folder, batch_size=8, prefetch=prefetch,
+                            sampler=BalancedSampler(ds.targets, num_samples=40, seed=2))
+
+    whole = [k for b in fresh(0) for k in b["key"]]
+    assert whole == served
+    nb = fresh(2)
+    it = iter(nb)
+    head = next(it)["key"] + next(it)["key"]
+    state = nb.state_dict()
+    it.close()
+    again = fresh(2)
+    again.load_state_dict(state)
+    assert head + [k for b in again for k in b["key"]] == whole
