@@ -15,26 +15,21 @@ across a fork), and :meth:`AudioSetDataset.loader` closes the parent's before wo
 
 from __future__ import annotations
 
-import logging
 import math
-import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, get_worker_info
-from torch.utils.data._utils.collate import default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate, get_worker_info
 
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
 from audioset_data.reader import AudioSetCache
 
-from .batches import PCM_SCALE, Missing, Selection, open_source, select_positions
+from .batches import PCM_SCALE, ArrayPool, Missing, Selection, open_source, select_positions
 from .frame_labels import FrameLabels, FrameSource
-
-logger = logging.getLogger(__name__)
 
 Item = dict[str, Any]
 
@@ -43,32 +38,11 @@ def _shared(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An uninitialised tensor in shared memory, as torch's own collate makes in a worker, so
     sending it to the main process copies nothing."""
     elem = torch.empty(0, dtype=dtype)
-    storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    try:
+        storage = elem._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    except AttributeError:  # a torch without the helper its collate uses: one copy more
+        return torch.empty(shape, dtype=dtype).share_memory_()
     return elem.new(storage).view(shape)
-
-
-class _Pool:
-    """Batch arrays handed out as tensors and reused once nothing refers to them.
-
-    A tensor made by ``torch.from_numpy`` keeps its array alive until the last tensor or view
-    of that memory is gone, so an array whose only references are the pool's is free again.
-    Reusing saves a fresh 40 MB allocation (and its page faults) per batch. Used in the
-    process that consumes the batches only; a worker's batches leave through shared memory.
-    """
-
-    def __init__(self, size: int = 4):
-        self.size = size
-        self.arrays: list[np.ndarray] = []
-
-    def take(self, shape: tuple[int, ...], dtype: type) -> torch.Tensor:
-        for a in self.arrays:
-            # references: the list, the loop variable and getrefcount's argument
-            if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) <= 3:
-                return torch.from_numpy(a)
-        a = np.empty(shape, dtype=dtype)  # numpy asks for huge pages: fewer faults
-        self.arrays = [x for x in self.arrays if sys.getrefcount(x) > 3][-(self.size - 1):]
-        self.arrays.append(a)
-        return torch.from_numpy(a)
 
 
 def _to_float(pcm: np.ndarray, out: torch.Tensor) -> torch.Tensor:
@@ -159,7 +133,8 @@ class AudioSetDataset(Dataset):
         ``"float32"`` (default): waveforms scaled to [-1, 1). ``"int16"``: as stored; half the
         bytes between workers and the main process, to be scaled by 1/32768 on the device.
     frames
-        Strong labels for frame targets (see :class:`~loaders.frame_labels.FrameLabels`).
+        Strong labels for frame targets: loaded framed or event labels, their matrices, or a
+        ready :class:`~audioset_data.loaders.frame_labels.FrameLabels`.
     known_labels
         For event-file ``frames``: the label columns they decide.
 
@@ -274,8 +249,8 @@ class AudioSetDataset(Dataset):
         pos = self.positions[idx]
         shape = (len(pos), self.cache.clip_samples)
         dtype = torch.int16 if self.dtype == "int16" else torch.float32
-        wave = _shared(shape, dtype) if get_worker_info() is not None else \
-            self._local_state("pool", _Pool).take(shape, dtype=np.dtype(self.dtype))
+        wave = _shared(shape, dtype) if get_worker_info() is not None else torch.from_numpy(
+            self._local_state("pool", ArrayPool).take(shape, np.dtype(self.dtype)))
         if self.dtype == "int16":  # straight into the batch
             got = self.cache.read(pos, out=wave.numpy())
         else:

@@ -294,6 +294,23 @@ def test_numpy_batches_hold_what_the_torch_path_holds(built):
         NumpyBatches(folder, batch_size=0)
 
 
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_numpy_batches_recycle_only_released_arrays(built, prefetch):
+    folder, clips = built
+    kept = []
+    addresses = set()
+    for n, batch in enumerate(NumpyBatches(folder, batch_size=3, prefetch=prefetch)):
+        for j, key in enumerate(batch["key"]):
+            assert np.array_equal(batch["waveform"][j] * 32768, clips[key].pcm)
+        addresses.add(batch["waveform"].__array_interface__["data"][0])
+        if n % 3 == 0:
+            kept.append((batch["key"], batch["waveform"][:, :500]))  # a view keeps it
+    for keys, view in kept:
+        for j, key in enumerate(keys):
+            assert np.array_equal(view[j] * 32768, clips[key].pcm[:500])
+    assert len(addresses) < 8  # 8 batches, and the released arrays were written again
+
+
 def test_numpy_batches_shuffle_once_per_epoch_and_differ_between_epochs(built):
     folder, clips = built
     nb = NumpyBatches(folder, batch_size=5, seed=4)
@@ -320,6 +337,7 @@ def test_numpy_batches_resume_mid_epoch(built, prefetch, stateful):
     assert state["served"] == 8 and ("sampler" in state) == stateful
     again = NumpyBatches(folder, batch_size=4, sampler=sampler(), prefetch=prefetch)
     again.load_state_dict(state)
+    again.set_epoch(state["epoch"])  # a resumed run calls it as usual: the place is kept
     tail = [k for b in again for k in b["key"]]
     assert head + tail == whole
 
