@@ -2,17 +2,21 @@
 
 Every builder returns the items of a contiguous range ``[lo, hi)`` of one epoch's sequence, and
 the item at a position is a pure function of (seed, epoch, position) and the sampler's fixed
-configuration. A sampler can therefore resume mid-epoch by generating only what is left, and
-ranks of a distributed job agree on the global sequence without talking to each other.
+configuration. So ranks of a distributed job agree on the global sequence without talking to
+each other, and a sampler resumes mid-epoch with vectorised work and no replay in Python.
 
 Randomness is counter-based: each independent piece (the class order of a block of rounds, the
-queue passes of one class, a block of weighted draws) gets its own generator seeded from
-``(seed, epoch, tag, ...)``, so no piece depends on how much of the epoch was drawn before.
+queue of one class for the epoch, a block of weighted draws) gets its own generator seeded from
+``(seed, epoch, tag, ...)``, so no piece depends on how much of the epoch was drawn before. What
+a resume regenerates: the round orders and weighted-draw blocks from the resume point on, but
+the whole per-class queues of the balanced sampler, the shuffle's permutation and the
+without-replacement keys (each one vectorised pass over the clips).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -27,8 +31,6 @@ _TAG_WEIGHTED_KEYS = 5
 
 ROUND_BLOCK = 64
 """Rounds whose class orders share one generator (a fixed size keeps positions pure)."""
-QUEUE_CHUNK = 4096
-"""About this many queue entries of a small class are shuffled per generator."""
 DRAW_BLOCK = 1 << 16
 """Weighted draws with replacement per generator."""
 
@@ -38,8 +40,8 @@ def rng_for(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
 
 
-def as_label_matrix(targets: object, name: str = "targets") -> sparse.csr_array:
-    """``targets`` (scipy sparse or dense, clips × classes) as a boolean CSR array.
+def as_label_matrix(targets: object, name: str = "targets") -> Any:
+    """``targets`` (scipy sparse or dense, clips × classes) as a boolean CSR matrix or array.
 
     Nonzero entries are labels. Raises :class:`ConfigError` for anything that is not a
     non-empty 2-D matrix.
@@ -47,7 +49,7 @@ def as_label_matrix(targets: object, name: str = "targets") -> sparse.csr_array:
     if sparse.issparse(targets):
         if targets.ndim != 2:  # type: ignore[attr-defined]
             raise ConfigError(f"{name} must be a 2-D clips × classes matrix")
-        m = sparse.csr_array(targets)
+        m = targets.tocsr()  # no copy for CSR input, so scipy's cached format flags stay
     else:
         arr = np.asarray(targets)
         if arr.ndim != 2:
@@ -57,10 +59,13 @@ def as_label_matrix(targets: object, name: str = "targets") -> sparse.csr_array:
     if m.shape[0] == 0 or m.shape[1] == 0:
         raise ConfigError(f"{name} is empty (shape {m.shape}); a sampler needs at least one "
                           "clip and one class")
-    m.eliminate_zeros()
-    m = m.astype(bool)
-    m.sort_indices()
-    return m
+    if not m.has_canonical_format:  # repeated entries would count a clip twice
+        m = m.copy()
+        m.sum_duplicates()
+    if not m.data.all():  # stored zeros are not labels; never edit the caller's matrix
+        m = m.copy()
+        m.eliminate_zeros()
+    return m.astype(bool, copy=False)
 
 
 def shuffled_positions(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -77,16 +82,16 @@ class BalancedPlan:
     shuffled per round. Each class keeps a queue of its clips; its ``j``-th draw of the epoch
     (made in round ``j``) is entry ``j mod n_c`` of the queue's pass ``j div n_c``, each pass
     an independent shuffle. So within a pass a class never repeats a clip, and the clip at any
-    position needs only that position's round order and one queue pass.
+    position is found from that position's round order and the class's queue for the epoch
+    (one generator per class, made by a vectorised argsort of uniform keys per pass).
 
     A class with more clips than the epoch has rounds never finishes its first pass; for it
     only the first ``rounds`` entries of a uniformly shuffled queue are drawn (an ordered sample
     without replacement, which has the same distribution as a prefix of a full shuffle).
     """
 
-    def __init__(self, targets: object, num_samples: int) -> None:
-        csc = as_label_matrix(targets).tocsc()
-        csc.sort_indices()
+    def __init__(self, targets: Any, num_samples: int) -> None:
+        csc = targets.tocsc()  # a column's rows come out ascending whatever the CSR order
         counts = np.diff(csc.indptr)
         self.n_clips = int(csc.shape[0])
         self.classes = np.flatnonzero(counts).astype(np.int64)
@@ -98,62 +103,61 @@ class BalancedPlan:
         self._members = csc.indices.astype(np.int64, copy=False)
         self.class_counts = counts.astype(np.int64)
         self.num_samples = int(num_samples)
-        n_cls = self.classes.size
-        self.rounds = -(-self.num_samples // n_cls)
+        self.rounds = -(-self.num_samples // self.classes.size)
         self._prefix = self.counts > self.rounds  # classes that never finish a pass
-        self._passes_per_block = np.maximum(1, QUEUE_CHUNK // self.counts)
 
     def _round_orders(self, seed: int, epoch: int, r_lo: int, r_hi: int) -> np.ndarray:
-        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``."""
+        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``:
+        each row the argsort of uniform keys, a uniformly random permutation."""
         n_cls = self.classes.size
         b_lo, b_hi = r_lo // ROUND_BLOCK, (r_hi - 1) // ROUND_BLOCK + 1
-        base = np.tile(np.arange(n_cls, dtype=np.int32), (ROUND_BLOCK, 1))
-        blocks = [rng_for(seed, epoch, _TAG_ROUND_ORDER, b).permuted(base, axis=1)
-                  for b in range(b_lo, b_hi)]
-        orders = np.concatenate(blocks)
+        blocks = [np.argsort(rng_for(seed, epoch, _TAG_ROUND_ORDER, b).random(
+            (ROUND_BLOCK, n_cls)), axis=1) for b in range(b_lo, b_hi)]
+        orders = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
         first = r_lo - b_lo * ROUND_BLOCK
         return orders[first: first + (r_hi - r_lo)]
 
-    def _queue_entries(self, seed: int, epoch: int, j: int, r_lo: int,
-                       r_hi: int) -> tuple[np.ndarray, int]:
-        """Clips drawn by class ``j`` in rounds from the first block covering ``r_lo`` up to at
-        least ``r_hi``, and the round of the first returned entry."""
+    def _queue_entries(self, seed: int, epoch: int, j: int) -> np.ndarray:
+        """The clips class ``j`` draws in rounds ``0..rounds - 1`` of the epoch: its queue
+        passes (each the argsort of uniform keys, a uniform shuffle) laid end to end, or for a
+        class with more clips than rounds an ordered sample of ``rounds`` distinct clips."""
         n_c = int(self.counts[j])
-        members = self._members[self._starts[j]: self._starts[j] + n_c]
-        cls = int(self.classes[j])
+        start = int(self._starts[j])
+        members = self._members[start: start + n_c]
+        rng = rng_for(seed, epoch, _TAG_CLASS_QUEUE, int(self.classes[j]))
         if self._prefix[j]:
-            picks = rng_for(seed, epoch, _TAG_CLASS_QUEUE, cls, 0).choice(
-                n_c, size=self.rounds, replace=False)
-            return members[picks], 0
-        per = int(self._passes_per_block[j])
-        b_lo, b_hi = (r_lo // n_c) // per, ((r_hi - 1) // n_c) // per + 1
-        base = np.tile(np.arange(n_c, dtype=np.int64), (per, 1))
-        blocks = [rng_for(seed, epoch, _TAG_CLASS_QUEUE, cls, b).permuted(base, axis=1).ravel()
-                  for b in range(b_lo, b_hi)]
-        return members[np.concatenate(blocks)], b_lo * per * n_c
+            return members[rng.choice(n_c, size=self.rounds, replace=False)]
+        passes = -(-self.rounds // n_c)
+        return members[np.argsort(rng.random((passes, n_c)), axis=1).ravel()]
 
-    def draws(self, seed: int, epoch: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Clip positions and the class (column of ``targets``) each was drawn for, for the
-        sequence positions ``lo``..``hi - 1``."""
+    def draws(self, seed: int, epoch: int, lo: int, hi: int,
+              with_classes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Clip positions for the sequence positions ``lo``..``hi - 1`` and, if asked, the
+        class (column of ``targets``) each was drawn for."""
         if hi <= lo:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), (np.zeros(0, np.int64) if with_classes else None)
         n_cls = self.classes.size
-        pos = np.arange(lo, hi, dtype=np.int64)
-        rnd = pos // n_cls
-        r_lo, r_hi = int(rnd[0]), int(rnd[-1]) + 1
+        r_lo, r_hi = lo // n_cls, (hi - 1) // n_cls + 1
         orders = self._round_orders(seed, epoch, r_lo, r_hi)
-        j = orders[rnd - r_lo, pos - rnd * n_cls].astype(np.int64)
-        present = np.zeros(n_cls, dtype=bool)
-        present[j] = True
-        pieces, offset, first_round = [], np.zeros(n_cls, np.int64), np.zeros(n_cls, np.int64)
+        cut = slice(lo - r_lo * n_cls, hi - r_lo * n_cls)
+        if r_hi - r_lo > 2:  # a whole round inside the range: every class draws
+            present = np.ones(n_cls, dtype=bool)
+        else:
+            present = np.zeros(n_cls, dtype=bool)
+            present[orders.ravel()[cut]] = True
+        pieces, shift = [], np.zeros(n_cls, np.int64)
         total = 0
         for k in np.flatnonzero(present).tolist():
-            clips, r0 = self._queue_entries(seed, epoch, k, r_lo, r_hi)
+            clips = self._queue_entries(seed, epoch, k)
             pieces.append(clips)
-            offset[k], first_round[k] = total, r0
+            shift[k] = total
             total += clips.size
         flat = np.concatenate(pieces)
-        return flat[offset[j] + rnd - first_round[j]], self.classes[j]
+        # the draw of class j in round r sits at flat[shift[j] + r]
+        where = shift[orders]
+        where += np.arange(r_lo, r_hi, dtype=np.int64)[:, None]
+        clips = flat[where.ravel()[cut]]
+        return clips, (self.classes[orders.ravel()[cut]] if with_classes else None)
 
 
 def cumulative_weights(weights: np.ndarray) -> tuple[np.ndarray, int]:
@@ -203,9 +207,8 @@ class LabelMixture:
     hundred classes, so no search over millions of clips is needed.
     """
 
-    def __init__(self, targets: sparse.csr_array, class_weights: np.ndarray) -> None:
+    def __init__(self, targets: Any, class_weights: np.ndarray) -> None:
         csc = targets.tocsc()
-        csc.sort_indices()
         counts = np.diff(csc.indptr).astype(np.int64)
         mass = class_weights * counts
         self.p = mass / mass.sum()
@@ -233,11 +236,15 @@ def weighted_order(weights: np.ndarray, k: int, seed: int, epoch: int) -> np.nda
     """``k`` distinct clips drawn without replacement with probability proportional to
     ``weights``, in draw order (Efraimidis–Spirakis: the ``k`` smallest keys ``E_i / w_i``
     with ``E_i`` standard exponential, sorted by key)."""
-    positive = np.flatnonzero(weights > 0)
     keys = rng_for(seed, epoch, _TAG_WEIGHTED_KEYS).standard_exponential(weights.size)
-    keys = keys[positive] / weights[positive]
-    if k < positive.size:
+    with np.errstate(divide="ignore"):
+        keys /= weights  # weight 0: key inf, never among the k smallest finite keys
+    positive = int(np.count_nonzero(weights > 0))
+    if k < weights.size:
         top = np.argpartition(keys, k - 1)[:k]
+        order = top[np.argsort(keys[top])]
     else:
-        top = np.arange(positive.size)
-    return positive[top[np.argsort(keys[top])]].astype(np.int64, copy=False)
+        order = np.argsort(keys)
+    if k > positive:
+        raise ConfigError(f"cannot draw {k} distinct clips: only {positive} have weight > 0")
+    return order.astype(np.int64, copy=False)

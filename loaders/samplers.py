@@ -13,10 +13,11 @@ NumPy only: a ``torch.utils.data.DataLoader`` accepts any iterable with ``__len_
   ``len(sampler)`` is the length of this rank's share.
 * **Resumable.** Iterating counts the items this rank has handed out (``position``);
   :meth:`state_dict` is a small plain dict (pickle and JSON safe) and :meth:`load_state_dict`
-  restores it, after which iteration continues the identical sequence, generating only the
-  rest of the epoch. A ``DataLoader`` prefetches ahead of the training step, so a trainer
-  should checkpoint the number of samples it actually consumed:
-  ``sampler.state_dict(position=consumed)`` (or set ``"position"`` in the dict it loads).
+  restores it, after which iteration continues the identical sequence, produced by
+  vectorised work (no replay of the consumed part in Python). A ``DataLoader`` prefetches
+  ahead of the training step, so a trainer should checkpoint the number of samples it
+  actually consumed: ``sampler.state_dict(position=consumed)`` (or set ``"position"`` in the
+  dict it loads).
   Because every rank has the same length, one rank's state may be loaded on every rank.
 
 The heavy lifting (vectorised epoch builders) lives in
@@ -165,12 +166,14 @@ class _Sampler:
         start = self.position if start is None else _check_int("start", start, 0)
         if start > len(self):
             raise ConfigError(f"start {start} is past the end of the epoch ({len(self)} items)")
-        g = np.arange(self.rank + start * self.num_replicas, self.total_size, self.num_replicas,
-                      dtype=np.int64)
+        first, step, base = self.rank + start * self.num_replicas, self.num_replicas, \
+            self.num_samples
+        if first >= self.total_size:
+            return np.zeros(0, dtype=np.int64)
+        if self.total_size <= base:  # no padding: one contiguous range, strided
+            return np.ascontiguousarray(self._generate(first, self.total_size)[::step], np.int64)
+        g = np.arange(first, self.total_size, step, dtype=np.int64)
         out = np.empty(g.size, dtype=np.int64)
-        if g.size == 0:
-            return out
-        base = self.num_samples
         main = g < base
         if main.any():
             lo, hi = int(g[main][0]), int(g[main][-1]) + 1
@@ -320,7 +323,8 @@ class BalancedSampler(_Sampler):
         stop = self.num_samples if stop is None else stop
         if not 0 <= start <= stop <= self.num_samples:
             raise ConfigError(f"draws({start}, {stop}) is outside 0..{self.num_samples}")
-        return self._plan.draws(self.seed, self.epoch, start, stop)
+        clips, classes = self._plan.draws(self.seed, self.epoch, start, stop, with_classes=True)
+        return clips, classes
 
 
 class WeightedSampler(_Sampler):
@@ -350,13 +354,13 @@ class WeightedSampler(_Sampler):
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
         if (targets is None) == (weights is None):
             raise ConfigError("WeightedSampler needs exactly one of targets and weights")
+        self._labels: tuple[Any, np.ndarray] | None = None
         self._mixture: LabelMixture | None = None
         if targets is not None:
             m = as_label_matrix(targets)
             per_class = _class_weights(m, 100.0, 1000.0)
             w = _label_weights(m, per_class, 0.0)
-            if w.any():
-                self._mixture = LabelMixture(m, per_class)
+            self._labels = (m, per_class)  # the mixture is built on the first draw
         else:
             w = np.asarray(weights, np.float64)
         if w.ndim != 1 or w.size == 0:
@@ -387,11 +391,13 @@ class WeightedSampler(_Sampler):
 
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "replacement": self.replacement,
-                "from_labels": self._mixture is not None,
+                "from_labels": self._labels is not None,
                 "fingerprint": self._fingerprint}
 
     def _generate(self, lo: int, hi: int) -> np.ndarray:
-        if self.replacement and self._mixture is not None:
+        if self.replacement and self._labels is not None:
+            if self._mixture is None:
+                self._mixture = LabelMixture(*self._labels)
             return self._mixture.draws(self.seed, self.epoch, lo, hi)
         if self.replacement:
             if self._cdf is None:
