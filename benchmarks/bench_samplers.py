@@ -276,6 +276,19 @@ def main() -> None:
         lines.append(f"| {task} | {bname} | {bs:.3f} | {os_:.3f} | {bs / os_:.1f}x |")
     lines += [
         "",
+        "What each side does. Balanced: ours builds the sampler from the CSR matrix (one CSC "
+        "conversion) and produces the 2,041,789 positions; the baseline copies the 527 class "
+        "queues as lists, shuffles them and runs the round loop (the epoch-only row leaves "
+        "out its copy and first shuffle and our build). Ours draws a class with more clips "
+        "than the epoch has rounds (111 classes here, Speech among them) as an ordered sample "
+        "of as many clips as rounds instead of shuffling all of them, which is where part of "
+        "the gain comes from. Weighted with replacement: ours computes the label weights and "
+        "draws class-then-clip (exact for label-rule weights, O(1) per draw); the baseline "
+        "loops over clips for the weights and calls `random.choices`; numpy's `choice(p=)` "
+        "is timed on weights already computed. Without replacement: Efraimidis–Spirakis keys "
+        "(`E / w`, `E` exponential) sorted, vectorised against a Python list of keys and "
+        "`list.sort`.",
+        "",
         "## Resume at mid-epoch (state loaded, rest of the epoch produced) vs the whole epoch",
         "",
         "| sampler | whole epoch s | resume s | whole / resume |",
@@ -283,6 +296,13 @@ def main() -> None:
     ]
     for name, whole, resume_s in resume_rows:
         lines.append(f"| {name} | {whole:.3f} | {resume_s:.3f} | {whole / resume_s:.1f}x |")
+    lines += [
+        "",
+        "A resume regenerates the per-class queues (balanced), the permutation (shuffle) or "
+        "the keys (without replacement) whole, and only the round orders or draw blocks from "
+        "the resume point on, so it costs about as much as the epoch: cheap either way, and "
+        "never a replay of the consumed part in Python.",
+    ]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)

@@ -19,6 +19,8 @@ NumPy only: a ``torch.utils.data.DataLoader`` accepts any iterable with ``__len_
   actually consumed: ``sampler.state_dict(position=consumed)`` (or set ``"position"`` in the
   dict it loads).
   Because every rank has the same length, one rank's state may be loaded on every rank.
+  An iteration left unfinished is continued by the next ``iter()`` (the position is kept);
+  ``set_epoch`` with another epoch, or :meth:`load_state_dict`, starts elsewhere.
 
 The heavy lifting (vectorised epoch builders) lives in
 :mod:`audioset_data.loaders.sampler_epochs`.

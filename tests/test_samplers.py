@@ -287,6 +287,17 @@ def test_state_position_override_and_new_epoch_resets():
     assert t.position == 0 and len(t.indices()) == 300
 
 
+def test_unfinished_iteration_is_continued_and_start_is_checked():
+    s = ShuffleSampler(50, seed=2)
+    full = s.indices()
+    first = list(itertools.islice(iter(s), 15))
+    assert first + list(s) == full.tolist()
+    assert s.position == 0 and np.array_equal(s.indices(), full)
+    assert np.array_equal(s.indices(start=45), full[45:])
+    with pytest.raises(ConfigError, match="past the end"):
+        s.indices(start=51)
+
+
 def test_state_validation_names_the_field():
     targets = skewed_targets()
     state = BalancedSampler(targets, num_samples=300).state_dict()
