@@ -1,11 +1,11 @@
 """A torch map-style dataset over the HDF5 cache, with a batched fetch for the DataLoader.
 
 torch's DataLoader calls ``dataset.__getitems__(indices)`` for a whole batch when the dataset
-has one. :class:`AudioSetDataset` answers with one :meth:`AudioSetCache.read
-<audioset_data.reader.AudioSetCache.read>` (each file opened once, rows read in order, into a
-reused int16 buffer) and one int16 → float32 conversion, written straight into shared memory
-when it runs in a worker (so the batch crosses to the main process without another copy) and
-into a recycled array otherwise.
+has one. :class:`AudioSetDataset` answers with batch reads of the cache
+(:meth:`AudioSetCache.read <audioset_data.reader.AudioSetCache.read>`, a few rows at a time into
+a reused int16 buffer) converted to float32 while the rows are still in the CPU cache, straight
+into shared memory when it runs in a worker (so the batch crosses to the main process without
+another copy) and into a recycled array otherwise.
 :func:`collate` turns that batch into stacked tensors; it also stacks plain lists of items
 (after a per-item ``transform``, or from ``Subset`` / ``ConcatDataset``).
 
@@ -28,7 +28,16 @@ from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
 from audioset_data.reader import AudioSetCache
 
-from .batches import PCM_SCALE, ArrayPool, Missing, Selection, open_source, select_positions
+from .batches import (
+    PCM_SCALE,
+    SCALE_ROWS,
+    ArrayPool,
+    Missing,
+    Selection,
+    open_source,
+    read_scaled,
+    select_positions,
+)
 from .frame_labels import FrameLabels, FrameSource
 
 Item = dict[str, Any]
@@ -254,8 +263,7 @@ class AudioSetDataset(Dataset):
         if self.dtype == "int16":  # straight into the batch
             got = self.cache.read(pos, out=wave.numpy())
         else:
-            got = self.cache.read(pos, out=self._buffer(len(pos)))
-            _to_float(got["waveform"], wave)
+            got = read_scaled(self.cache, pos, wave.numpy(), self._buffer(SCALE_ROWS))
         data: dict[str, Any] = {
             "waveform": wave,
             "length": torch.from_numpy(got["length"].astype(np.int64)),
