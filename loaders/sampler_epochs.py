@@ -40,6 +40,24 @@ def rng_for(*words: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
 
 
+def random_permutations(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
+    """``rows`` independent uniform permutations of ``0..width-1`` as an ``int64`` array.
+
+    Each row sorts 64-bit random keys whose low bits are replaced by the index: sorting plain
+    integers is faster than an argsort, and the at least 40 random bits left make a tie (which
+    the index would break) vanishingly rare, as with uniform float keys.
+    """
+    bits = max(1, int(width - 1).bit_length())
+    if bits > 24:
+        return np.argsort(rng.random((rows, width)), axis=1)
+    keys = rng.bit_generator.random_raw((rows, width))
+    keys &= ~np.uint64((1 << bits) - 1)
+    keys |= np.arange(width, dtype=np.uint64)
+    keys.sort(axis=1)
+    keys &= np.uint64((1 << bits) - 1)
+    return keys.astype(np.int64)
+
+
 def as_label_matrix(targets: object, name: str = "targets") -> Any:
     """``targets`` (scipy sparse or dense, clips × classes) as a boolean CSR matrix or array.
 
@@ -83,7 +101,7 @@ class BalancedPlan:
     (made in round ``j``) is entry ``j mod n_c`` of the queue's pass ``j div n_c``, each pass
     an independent shuffle. So within a pass a class never repeats a clip, and the clip at any
     position is found from that position's round order and the class's queue for the epoch
-    (one generator per class, made by a vectorised argsort of uniform keys per pass).
+    (one generator per class; every pass shuffled at once by one vectorised sort).
 
     A class with more clips than the epoch has rounds never finishes its first pass; for it
     only the first ``rounds`` entries of a uniformly shuffled queue are drawn (an ordered sample
@@ -107,19 +125,19 @@ class BalancedPlan:
         self._prefix = self.counts > self.rounds  # classes that never finish a pass
 
     def _round_orders(self, seed: int, epoch: int, r_lo: int, r_hi: int) -> np.ndarray:
-        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``:
-        each row the argsort of uniform keys, a uniformly random permutation."""
+        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``, each
+        a uniformly random permutation."""
         n_cls = self.classes.size
         b_lo, b_hi = r_lo // ROUND_BLOCK, (r_hi - 1) // ROUND_BLOCK + 1
-        blocks = [np.argsort(rng_for(seed, epoch, _TAG_ROUND_ORDER, b).random(
-            (ROUND_BLOCK, n_cls)), axis=1) for b in range(b_lo, b_hi)]
+        blocks = [random_permutations(rng_for(seed, epoch, _TAG_ROUND_ORDER, b), ROUND_BLOCK,
+                                      n_cls) for b in range(b_lo, b_hi)]
         orders = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
         first = r_lo - b_lo * ROUND_BLOCK
         return orders[first: first + (r_hi - r_lo)]
 
     def _queue_entries(self, seed: int, epoch: int, j: int) -> np.ndarray:
         """The clips class ``j`` draws in rounds ``0..rounds - 1`` of the epoch: its queue
-        passes (each the argsort of uniform keys, a uniform shuffle) laid end to end, or for a
+        passes (each a uniform shuffle) laid end to end, or for a
         class with more clips than rounds an ordered sample of ``rounds`` distinct clips."""
         n_c = int(self.counts[j])
         start = int(self._starts[j])
@@ -128,7 +146,7 @@ class BalancedPlan:
         if self._prefix[j]:
             return members[rng.choice(n_c, size=self.rounds, replace=False)]
         passes = -(-self.rounds // n_c)
-        return members[np.argsort(rng.random((passes, n_c)), axis=1).ravel()]
+        return members[random_permutations(rng, passes, n_c).ravel()]
 
     def draws(self, seed: int, epoch: int, lo: int, hi: int,
               with_classes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
