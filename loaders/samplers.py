@@ -326,7 +326,7 @@ class BalancedSampler(_Sampler):
         if not 0 <= start <= stop <= self.num_samples:
             raise ConfigError(f"draws({start}, {stop}) is outside 0..{self.num_samples}")
         clips, classes = self._plan.draws(self.seed, self.epoch, start, stop, with_classes=True)
-        return clips, classes
+        return clips.astype(np.int64, copy=False), classes
 
 
 class WeightedSampler(_Sampler):
