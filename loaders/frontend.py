@@ -218,7 +218,7 @@ class LogMel(nn.Module):
         self.register_buffer("window", torch.hann_window(config.win_length, periodic=True,
                                                          dtype=torch.float64),
                              persistent=False)
-        self.register_buffer("mel", torch.from_numpy(weights[: self.n_used_bins].copy()),
+        self.register_buffer("mel_t", torch.from_numpy(weights[: self.n_used_bins].T.copy()),
                              persistent=False)
 
     def extra_repr(self) -> str:
@@ -268,11 +268,13 @@ class LogMel(nn.Module):
         spec = torch.stft(padded, cfg.n_fft, cfg.hop_length, cfg.win_length,
                           self.window.to(dtype), center=cfg.center, pad_mode="reflect",
                           return_complex=True)
-        power = torch.view_as_real(spec[:, : self.n_used_bins].transpose(1, 2))
-        power = power.square().sum(-1)
+        # Real and imaginary parts as two strided views: several times faster than
+        # complex abs() or a reduction over the (re, im) axis.
+        real, imag = torch.view_as_real(spec[:, : self.n_used_bins]).unbind(-1)
+        spectrum = real.square().addcmul_(imag, imag)
         if cfg.power == 1.0:
-            power = power.sqrt_()
-        mel = power @ self.mel.to(dtype)
+            spectrum = spectrum.sqrt_()
+        mel = torch.matmul(self.mel_t.to(dtype), spectrum).transpose(1, 2)
         if cfg.log == "offset":
             return mel.add_(cfg.log_offset).log_()
         return mel.clamp_(min=cfg.log_offset).log10_().mul_(10.0)
