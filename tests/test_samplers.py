@@ -446,3 +446,49 @@ def test_torch_is_imported_lazily_only():
             assert not any(n.split(".")[0] == "torch" for n in names)
     epochs = Path(samplers_module.__file__).with_name("sampler_epochs.py").read_text()
     assert "torch" not in epochs
+
+
+# --- Real labels ----------------------------------------------------------------------------
+
+
+def test_real_eval_labels(eval_seg, label_index):
+    from audioset_data.segments import labels_to_matrix
+
+    targets = labels_to_matrix(eval_seg, label_index).matrix
+    dense = targets.toarray()
+    counts = dense.sum(axis=0)
+    n_cls = int((counts > 0).sum())
+    s = BalancedSampler(targets, num_samples=n_cls * 12, seed=0)
+    clips, classes = s.draws()
+    check_balanced_structure(targets, clips, classes)
+    w = label_weights(targets)
+    row = int(np.flatnonzero(dense.sum(axis=1) >= 2)[0])
+    cols = np.flatnonzero(dense[row])
+    assert w[row] == pytest.approx(sum(1000.0 / (counts[c] + 100.0) for c in cols))
+
+
+def test_real_class_counts_skew(shared_data):
+    """One label per clip, class sizes the real training counts / 200 (Speech 4688 clips, the
+    rarest class 1): balanced draws hit every class equally; label weights flatten the skew to
+    the predicted class masses."""
+    import csv
+
+    with open(shared_data / "segments" / "train_class_counts_panns.csv", newline="") as fh:
+        real = np.array([int(r["count"]) for r in csv.DictReader(fh)])
+    sizes = np.maximum(1, real // 200)
+    cls_of = np.repeat(np.arange(sizes.size), sizes)
+    targets = sparse.csr_matrix((np.ones(cls_of.size, bool), (np.arange(cls_of.size), cls_of)),
+                                shape=(cls_of.size, sizes.size))
+    n = sizes.size * 40
+    per_class = np.bincount(cls_of[BalancedSampler(targets, num_samples=n).indices()],
+                            minlength=sizes.size)
+    assert (per_class == 40).all()
+    plain = np.bincount(cls_of[ShuffleSampler(cls_of.size).indices()[:n]], minlength=sizes.size)
+    assert plain.max() > 100 * max(1, plain.min())
+    draws = 200_000
+    got = np.bincount(cls_of[WeightedSampler(targets, num_samples=draws, seed=3).indices()],
+                      minlength=sizes.size)
+    mass = sizes * 1000.0 / (sizes + 100.0)
+    expected = draws * mass / mass.sum()
+    assert abs(got - expected).max() < 5 * np.sqrt(expected.max())
+    assert got.max() / got.min() < 0.05 * sizes.max() / sizes.min()
