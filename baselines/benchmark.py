@@ -125,8 +125,10 @@ def run_benchmark(
                                     if k not in ("model", "beta", "out")})}
     out.mkdir(parents=True, exist_ok=True)
     md, js = out / "benchmark.md", out / "benchmark.json"
-    atomic_write(md, _table(rows, header).encode())
-    atomic_write(js, json.dumps({"header": header, "rows": rows}, indent=1).encode())
+    with atomic_write(md, "w", encoding="utf-8") as fh:
+        fh.write(_table(rows, header))
+    with atomic_write(js, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({"header": header, "rows": rows}, indent=1))
     return BenchmarkReport(rows, md, js)
 
 

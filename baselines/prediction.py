@@ -19,7 +19,7 @@ from audioset_data.manifest import MANIFEST_NAME
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .inference import Scores, score_loader
+from .inference import Scores, frontend_for, score_loader
 from .models import build_model
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def predict(
 ) -> Scores:
     """Score ``source`` (a cached split name or cache folder, or a folder of audio files)
     with the model of ``checkpoint`` and write the scores to ``out`` (``.npz``)."""
-    from audioset_data.loaders import AudioSetDataset, LogMel, collate, frontend_config
+    from audioset_data.loaders import AudioSetDataset, collate
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
@@ -97,15 +97,14 @@ def predict(
     audio_folder = folder.is_dir() and not (folder / MANIFEST_NAME).exists() and any(
         p.suffix.lower() in AUDIO_SUFFIXES for p in folder.iterdir())
     if audio_folder:
-        fe = frontend_config(model.frontend)
-        dataset: torch.utils.data.Dataset = _Folder(folder, fe.sample_rate)
-        rate = fe.sample_rate
+        rate = int(frontend_for(model, 16000).config.sample_rate)
+        dataset: torch.utils.data.Dataset = _Folder(folder, rate)
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     else:
         dataset = AudioSetDataset(source, root=root)
         rate = dataset.cache.sample_rate
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
-    frontend = LogMel(frontend_config(model.frontend), input_rate=rate).to(dev)
+    frontend = frontend_for(model, rate).to(dev)
     scores = score_loader(model, frontend, loader, dev, frame_level=frame_level,
                           progress=progress)
     out = Path(out)

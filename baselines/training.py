@@ -33,7 +33,7 @@ from audioset_data.labels import LabelIndex
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .inference import autocast, model_inputs, score_loader
+from .inference import autocast, frontend_for, model_inputs, score_loader
 from .models import build_model
 
 logger = logging.getLogger(__name__)
@@ -109,12 +109,10 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, progress: bool = True):
         from audioset_data.loaders import (
             AudioSetDataset,
-            LogMel,
             Mixup,
             PriorBalancedBCE,
             SpecAugment,
             collate,
-            frontend_config,
         )
 
         self.config = config
@@ -141,7 +139,7 @@ class Trainer:
         model = build_model(config.model, n_classes=n_classes, **self._model_options())
         self.frame_level = getattr(model, "frontend", "panns") == "vggish"
         rate = self.train_set.cache.sample_rate
-        self.frontend = LogMel(frontend_config(model.frontend), input_rate=rate).to(self.device)
+        self.frontend = frontend_for(model, rate).to(self.device)
         self.specaugment = (SpecAugment(generator=torch.Generator(device="cpu")
                                         .manual_seed(config.seed + 1))
                             if config.specaugment else None)
@@ -355,7 +353,8 @@ class Trainer:
             self._log({"step": self.step, "eval": {
                 "mAP": float(m.mean_ap), "mAUC": float(m.mean_auc),
                 "d_prime": float(m.dprime_of_mean_auc)}})
-            atomic_write(self.out / "eval.json", result.to_json().encode())
+            with atomic_write(self.out / "eval.json", "w", encoding="utf-8") as fh:
+                fh.write(result.to_json())
 
 
 def train(config: TrainConfig | None = None, *, progress: bool = True,

@@ -1,1 +1,45 @@
-"""PyTorch datasets, samplers and the log-mel front end over the download cache (planned)."""
+"""Training batches from the download cache: datasets, samplers, the loss, mixup, log-mel.
+
+Names are imported on first use. The samplers and :class:`NumpyBatches` need only NumPy (for
+JAX or TensorFlow users); the datasets, the loss, the front end and SpecAugment need torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "AudioSetDataset": "audioset_data.loaders.dataset",
+    "collate": "audioset_data.loaders.dataset",
+    "NumpyBatches": "audioset_data.loaders.batches",
+    "EpochShuffle": "audioset_data.loaders.batches",
+    "FrameLabels": "audioset_data.loaders.frame_labels",
+    "ShuffleSampler": "audioset_data.loaders.samplers",
+    "BalancedSampler": "audioset_data.loaders.samplers",
+    "WeightedSampler": "audioset_data.loaders.samplers",
+    "DistributedShuffleSampler": "audioset_data.loaders.samplers",
+    "DistributedBalancedSampler": "audioset_data.loaders.samplers",
+    "DistributedWeightedSampler": "audioset_data.loaders.samplers",
+    "label_weights": "audioset_data.loaders.samplers",
+    "PriorBalancedBCE": "audioset_data.loaders.losses",
+    "positive_weights": "audioset_data.loaders.losses",
+    "prior_balanced_bce": "audioset_data.loaders.losses",
+    "Mixup": "audioset_data.loaders.mixup",
+    "FrontEndConfig": "audioset_data.loaders.frontend",
+    "VGGISH": "audioset_data.loaders.frontend",
+    "PANNS": "audioset_data.loaders.frontend",
+    "LogMel": "audioset_data.loaders.frontend",
+    "mel_matrix": "audioset_data.loaders.frontend",
+    "Resampler": "audioset_data.loaders.resample",
+    "SpecAugment": "audioset_data.loaders.specaugment",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'audioset_data.loaders' has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)
