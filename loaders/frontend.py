@@ -43,9 +43,11 @@ logger = logging.getLogger(__name__)
 
 MEL_SCALES = ("htk", "slaney")
 LOG_KINDS = ("offset", "db")
-#: On CPU, clips are processed in groups of about this many input samples, so that the
-#: spectrum of a group stays in cache between the FFT, the magnitude and the mel product.
-CPU_GROUP_SAMPLES = 1 << 18
+#: On CPU, clips are processed in groups of about this many input samples (6 clips of 10 s
+#: at 16 kHz), so that a group's spectrum stays in cache between the FFT, the magnitude and
+#: the mel product; much smaller groups multiply thread synchronisations, which cost dearly
+#: when other processes share the cores.
+CPU_GROUP_SAMPLES = 1 << 20
 #: On other devices, groups are bounded only to cap the memory of the intermediate spectra
 #: (about 2 GB of float32 complex spectrum for VGGish, 420 clips of 10 s at 16 kHz).
 DEVICE_GROUP_SAMPLES = 1 << 26
@@ -224,20 +226,17 @@ class LogMel(nn.Module):
     def extra_repr(self) -> str:
         return f"config={self.config}, input_rate={self.input_rate}"
 
-    def _prepare(self, wave: torch.Tensor | np.ndarray,
-                 lengths: torch.Tensor | Sequence[int] | None,
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    @staticmethod
+    def _check(wave: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.dtype]:
+        """``wave`` as a 2-D tensor, and the float dtype it is computed in."""
         wave = torch.as_tensor(wave)
         if wave.ndim != 2:
             raise ConfigError(f"wave must be (batch, samples), got shape {tuple(wave.shape)}")
-        if wave.dtype == torch.int16:
-            wave = wave.to(torch.float32) / 32768.0
-        elif not wave.is_floating_point():
+        if wave.dtype == torch.float64:
+            return wave, torch.float64
+        if wave.dtype != torch.int16 and not wave.is_floating_point():
             raise ConfigError(f"wave must be int16 or floating point, got {wave.dtype}")
-        elif wave.dtype not in (torch.float32, torch.float64):
-            wave = wave.to(torch.float32)
-        lengths = _as_lengths(lengths, wave.shape[0], wave.shape[1])
-        return wave, lengths
+        return wave, torch.float32
 
     def frame_counts(self, lengths: torch.Tensor | Sequence[int], samples: int | None = None,
                      ) -> torch.Tensor:
@@ -287,15 +286,12 @@ class LogMel(nn.Module):
         so a clip's frames inside its length do not depend on what it was padded with; use
         :meth:`frame_counts` to know how many frames of each clip are real.
         """
-        wave, lengths = self._prepare(wave, lengths)
+        wave, dtype = self._check(wave)
         cfg = self.config
         batch, samples = wave.shape
-        if lengths is not None:
-            keep = torch.arange(samples, device=wave.device) < lengths.to(wave.device)[:, None]
-            wave = wave * keep
+        lengths = _as_lengths(lengths, batch, samples)
         n_model = self.resampler.output_length(samples)
         n_frames = cfg.frames(n_model)
-        dtype = wave.dtype
         out = torch.empty((batch, n_frames, cfg.n_mels), dtype=dtype, device=wave.device)
         if n_frames == 0 or batch == 0:
             return out
@@ -304,9 +300,16 @@ class LogMel(nn.Module):
                               f"(need more than {cfg.n_fft // 2} at {cfg.sample_rate} Hz)")
         budget = CPU_GROUP_SAMPLES if wave.device.type == "cpu" else DEVICE_GROUP_SAMPLES
         group = max(1, budget // max(samples, 1))
+        # Scaling and masking happen group by group too, while the group is in cache.
         for lo in range(0, batch, group):
-            chunk = self.resampler(wave[lo: lo + group])
-            out[lo: lo + group] = self._spectrum(chunk)
+            chunk = wave[lo: lo + group].to(dtype)
+            if wave.dtype == torch.int16:
+                chunk = chunk.mul_(1.0 / 32768.0)
+            if lengths is not None:
+                ends = lengths[lo: lo + group].to(wave.device)[:, None]
+                # out of place: for float input, chunk is a view of the caller's tensor
+                chunk = chunk.masked_fill(torch.arange(samples, device=wave.device) >= ends, 0.0)
+            out[lo: lo + group] = self._spectrum(self.resampler(chunk))
         return out
 
     def examples(self, wave: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None = None,

@@ -194,7 +194,9 @@ def test_batch_equals_clip_by_clip_inside_each_length():
             padded[i, :n] = _noisy_clicks(rng, n, rate)
         padded[2, lengths[2]:] = 0.5  # garbage padding must not leak into the clip's frames
         module = LogMel(VGGISH, input_rate=rate)
-        batch = module(torch.from_numpy(padded), lengths=lengths)
+        given = torch.from_numpy(padded)
+        batch = module(given, lengths=lengths)
+        assert float(given[2, -1]) == 0.5  # the caller's tensor is left alone
         counts = module.frame_counts(lengths)
         for i, n in enumerate(lengths):
             alone = module(torch.from_numpy(padded[i:i + 1, :n]))[0]
@@ -256,7 +258,7 @@ def test_bad_inputs_raise_config_errors():
 # ---- the resampler --------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("src", "dst"), [(32000, 16000), (16000, 32000), (44100, 16000),
-                                          (48000, 32000), (22050, 16000)])
+                                          (48000, 32000), (22050, 16000), (48000, 16000)])
 def test_resampler_matches_scipy_resample_poly(src, dst):
     """Same filter as scipy's default: float64 within 1e-12, float32 within 1e-5."""
     rng = np.random.default_rng(6)
