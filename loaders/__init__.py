@@ -12,6 +12,9 @@ from typing import Any
 _LAZY = {
     "AudioSetDataset": "audioset_data.loaders.dataset",
     "collate": "audioset_data.loaders.dataset",
+    "ClipBatch": "audioset_data.loaders.dataset",
+    "seed_worker": "audioset_data.loaders.dataset",
+    "select_positions": "audioset_data.loaders.batches",
     "NumpyBatches": "audioset_data.loaders.batches",
     "EpochShuffle": "audioset_data.loaders.batches",
     "FrameLabels": "audioset_data.loaders.frame_labels",
