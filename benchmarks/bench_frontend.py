@@ -153,10 +153,22 @@ def main(argv: list[str] | None = None) -> int:
            f"torch {torch.__version__} ({args.threads} threads), librosa {librosa.__version__} "
            f"(OpenBLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}).")
     report()
+    load_before = os.getloadavg()[0]
     report("| case | ours | batch | ours clips/s | librosa clips/s | ratio | max abs diff |")
     report("|---|---|---|---|---|---|---|")
     for name in args.cases.split(","):
         run_case(name, args, report)
+    report()
+    report(f"Load average (1 min) before and after: {load_before:.2f}, {os.getloadavg()[0]:.2f}.")
+    report()
+    report("Ours: `LogMel(config, input_rate)` on the whole int16 batch. Baseline: per clip, "
+           "int16 scaling, `librosa.resample` (soxr HQ) when the input is at 32 kHz, "
+           "`librosa.feature.melspectrogram` with the same FFT, window, hop, power and mel "
+           "settings, the same log. Clips/s are batch (or baseline clips) over the median of "
+           f"{args.repeat} interleaved timings after a warm-up. Max abs diff: our first two "
+           "clips against librosa's, in log units (dB for PANNs); for VGGish it comes from "
+           "the mel triangles (drawn in mel space by VGGish, in Hz by librosa) and, at 32 kHz, "
+           "from the two resamplers near the 7.5-kHz top band edge.")
     if not args.no_write:
         RESULTS.write_text("# Log-mel front end\n\n" + "\n".join(lines) + "\n")
     return 0
