@@ -208,10 +208,11 @@ def endless(loader: Any, sampler: BalancedSampler | None = None) -> Iterator[dic
         epoch += 1
 
 
-def from_cache(trainer: Trainer, batch: int, workers: int,
-               dtype: str) -> dict[str, Callable[[int], int]]:
+def from_cache(trainer: Trainer, batch: int, workers: int, dtype: str,
+               streams: list[Iterator[Any]]) -> dict[str, Callable[[int], int]]:
     """Contenders reading the cache through the DataLoader with ``workers`` processes, as
-    float32 (what the trainer reads) or int16 (scaled by the front end on the device)."""
+    float32 (what the trainer reads) or int16 (scaled by the front end on the device); their
+    batch streams are added to ``streams`` (closing one stops its workers)."""
     data = trainer.train_set if dtype == "float32" else \
         AudioSetDataset(trainer.train_set.cache.folder, dtype=dtype)
     cuda = trainer.device.type == "cuda"
@@ -220,6 +221,7 @@ def from_cache(trainer: Trainer, batch: int, workers: int,
                                         pin_memory=cuda, drop_last=True), sampler)
     score_batches = endless(data.loader(batch_size=batch, shuffle=False, num_workers=workers,
                                         pin_memory=cuda, drop_last=True))
+    streams += [train_batches, score_batches]
 
     def train(steps: int) -> int:
         clips = 0
@@ -249,9 +251,10 @@ def bench_model(name: str, cache: Path, out: Path, args: argparse.Namespace,
                          resume=False, seed=0)
     trainer = Trainer(config, progress=False)
     contenders = model_only(trainer, batch)
+    streams: list[Iterator[Any]] = []
     for dtype in args.dtypes:
         for workers in args.workers:
-            contenders.update(from_cache(trainer, batch, workers, dtype))
+            contenders.update(from_cache(trainer, batch, workers, dtype, streams))
     clock = Clock(trainer.device)
     for label, run in contenders.items():
         t0 = time.perf_counter()
@@ -262,6 +265,8 @@ def bench_model(name: str, cache: Path, out: Path, args: argparse.Namespace,
         for label, run in contenders.items():
             results[label].append(clock.clips_per_s(lambda run=run: run(args.steps)))
         logger.info("%s: round %d/%d done", name, r + 1, args.repeat)
+    for stream in streams:
+        stream.close()
     del contenders, trainer
     gc.collect()
     if args.device == "cuda":
