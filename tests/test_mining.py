@@ -37,16 +37,17 @@ def _chirp(n: int, rate: int) -> np.ndarray:
 
 
 def write_planted_cache(folder: Path, *, clips: int = 120, rare_every: int = 12,
-                        first: int = 0, seed: int = 0) -> dict[str, bool]:
+                        first: int = 0, seed: int = 0, burst: float = 3.0,
+                        shard_size: int = 64) -> dict[str, bool]:
     """Write ``clips`` clips of band noise (one or two common classes, loudness varying);
-    every ``rare_every``-th clip also carries a 3-s burst of chirps at a random place. Returns
-    key -> carries the rare class."""
+    every ``rare_every``-th clip also carries a ``burst``-s run of chirps at a random place.
+    Returns key -> carries the rare class."""
     rng = np.random.default_rng(seed + first)
     n = int(RATE * SECONDS)
     manifest = open_manifest(folder, fmt="pcm16", sample_rate=RATE, clip_samples=n,
                              label_mids=MIDS)
     writer = CacheWriter(folder, manifest, fmt="pcm16", sample_rate=RATE, clip_samples=n,
-                         label_mids=MIDS, batch_size=16, shard_size=64)
+                         label_mids=MIDS, batch_size=16, shard_size=shard_size)
     truth: dict[str, bool] = {}
     rows = []
     made = []
@@ -60,8 +61,9 @@ def write_planted_cache(folder: Path, *, clips: int = 120, rare_every: int = 12,
             wave += rng.uniform(0.2, 0.6) * band_noise(rng, n, RATE, CENTRES[c])
         if j % rare_every == 0:
             target[-1] = True
-            at = int(rng.integers(0, n - 3 * RATE))
-            wave[at:at + 3 * RATE] += 0.5 * _chirp(3 * RATE, RATE)
+            span = int(burst * RATE)
+            at = int(rng.integers(0, n - span + 1))
+            wave[at:at + span] += 0.5 * _chirp(span, RATE)
         pcm = np.clip(wave * 20000, -32768, 32767).astype(np.int16)
         ytid = f"pl{j:09d}"
         key = clip_key(ytid, 0.0)
@@ -74,6 +76,18 @@ def write_planted_cache(folder: Path, *, clips: int = 120, rare_every: int = 12,
     writer.close()
     manifest.close()
     return truth
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a busy two-core machine two spinning threads run the small tensor
+    operations here several times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -240,3 +254,24 @@ def test_cli_end_to_end(planted, data_root, tmp_path, capsys):
     assert main(["mine", "--examples", str(examples), "--k", "0", "--split", "planted",
                  "--root", str(data_root)]) == 2
     assert "--k" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_trained_fc_model_embeds_for_mining(planted, data_root, tmp_path):
+    """The fc model learns the chirps from clips full of them (weak labels that are also
+    strong); its embedding then finds the 3-s bursts in the other cache."""
+    from audioset_data.baselines import TrainConfig, train
+
+    folder, truth = planted
+    split = cache_dir("planted_train", data_root)
+    write_planted_cache(split, clips=96, rare_every=5, seed=11, burst=SECONDS)
+    config = TrainConfig(model="fc", train="planted_train", eval=None, out=str(tmp_path / "run"),
+                         batch_size=16, hidden=(128,), lr=3e-3, num_workers=0, epochs=20.0,
+                         checkpoint_every=0, log_every=10, seed=3, sampler="balanced")
+    checkpoint = train(config, progress=False).checkpoint
+    result = mine(folder, _examples(truth), 7, checkpoint=checkpoint)
+    found = [truth[x] for x in result.candidates["key"]]
+    assert np.mean(found) >= 0.7, found
+    from audioset_data.baselines.checkpoint import file_digest
+
+    assert (folder / "embeddings" / file_digest(checkpoint)[:16] / "index.json").is_file()
