@@ -39,7 +39,7 @@ clips/s or more; for scale, the published PANNs training log shows about 39 clip
 
 Usage::
 
-    python benchmarks/bench_training.py                       # CPU defaults
+    python benchmarks/bench_training.py --threads 1           # CPU defaults, shared CPU
     python benchmarks/bench_training.py --device cuda --workers 0,8,16 --dtypes float32,int16
 
 ``--batch-size`` is one number for every model or ``model=N`` pairs
@@ -350,6 +350,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                     help="channels_last model and input (CUDA only, as the trainer)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (default: torch's); 1 on a shared CPU, where "
+                         "a second thread waits on a core another job holds")
     ap.add_argument("--workers", default="0,2", help="DataLoader workers, comma-separated")
     ap.add_argument("--dtypes", default="float32",
                     help="loader waveform types, comma-separated: float32 (the trainer's) "
@@ -376,6 +379,8 @@ def main() -> None:
     args.warmup = args.warmup if args.warmup is not None else 5 if cuda else 1
     if min(args.steps, args.repeat, args.warmup) < 1:
         raise SystemExit("--steps, --repeat and --warmup must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     batches = parse_batch(args.batch_size, models, device.type == "cuda")
     out = Path(args.out) if args.out else HERE / "results" / (
