@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    command = "python benchmarks/bench_frontend.py " + " ".join(
+    wait = os.environ.get("OMP_WAIT_POLICY")
+    command = ("" if wait is None else f"OMP_WAIT_POLICY={wait} ")
+    command += "python benchmarks/bench_frontend.py " + " ".join(
         argv if argv is not None else sys.argv[1:])
     lines: list[str] = []
 
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     report()
     report(f"Machine: {platform.machine()}, {device_name}, Python {platform.python_version()}, "
            f"torch {torch.__version__} ({args.threads} threads), librosa {librosa.__version__} "
-           f"(OpenBLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}).")
+           f"(OpenBLAS threads: {os.environ['OPENBLAS_NUM_THREADS']}), "
+           f"OMP_WAIT_POLICY {wait or 'unset'}.")
     report()
     load_before = os.getloadavg()[0]
     report("| case | ours | batch | ours clips/s | librosa clips/s | ratio | max abs diff |")
