@@ -25,7 +25,6 @@ Integer (int16) audio is scaled by 1/32768 to [-1, 1). Frames are counted as in 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from torch.nn import functional
 from audioset_data.errors import ConfigError
 
 from .resample import Resampler, resampled_length
-
-logger = logging.getLogger(__name__)
 
 MEL_SCALES = ("htk", "slaney")
 LOG_KINDS = ("offset", "db")
