@@ -265,7 +265,7 @@ class FrameIndex:
             raise ConfigError(f"{len(keys)} keys, counts of shape {counts.shape} summing to "
                               f"{int(counts.sum())} and vectors of shape {matrix.shape} "
                               f"do not fit together")
-        held = [k for k in keys if k in self._where]
+        held = [k for k in keys.tolist() if k in self._where]
         if held or len(set(keys.tolist())) != len(keys):
             raise ConfigError(f"clip {(held or keys.tolist())[0]!r} is already in the "
                               f"embedding index {str(self.folder)!r} (or given twice)")

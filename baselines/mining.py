@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
 
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError, SegmentsError
@@ -111,11 +112,12 @@ def shared_frames(frames: np.ndarray, owner: np.ndarray) -> np.ndarray:
         raise ConfigError(f"{len(frames)} frames but {len(owner)} owners")
     if len(np.unique(owner)) < 2 or len(frames) < 3:
         return np.ones(len(frames), dtype=bool)
-    tree = linkage(frames, method="average", metric="cosine")
+    # a frame equal to the corpus mean has no direction: call it unlike every other
+    tree = linkage(np.nan_to_num(pdist(frames, "cosine"), nan=1.0), method="average")
     heights = tree[:, 2]
     gaps = np.diff(heights)
     # cutting after merge i leaves len(frames) - 1 - i clusters; keep at least two
-    cut = int(np.argmax(gaps[:-1])) if len(gaps) > 1 else 0
+    cut = int(np.argmax(gaps)) if len(gaps) else 0
     labels = fcluster(tree, t=len(frames) - 1 - cut, criterion="maxclust")
     coverage = {c: len(np.unique(owner[labels == c])) for c in np.unique(labels)}
     widest = max(coverage.values())
@@ -184,12 +186,15 @@ def mine(
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k (the number of candidates) must be a positive integer; got {k!r}")
     cache = open_source(source, root)
+    held = set(cache.keys())
     if isinstance(examples, list | tuple):
         keys = list(dict.fromkeys(str(x) for x in examples))
-        missing = [x for x in keys if x not in set(cache.keys())]
-        if not keys or missing:
-            raise ConfigError(f"examples: {'none given' if not keys else 'not cached: '}"
-                              f"{', '.join(missing[:3])}")
+        missing = [x for x in keys if x not in held]
+        if not keys:
+            raise ConfigError("examples: no example segments given")
+        if missing:
+            raise ConfigError(f"examples: {len(missing)} not in the cache "
+                              f"{str(cache.folder)!r}, e.g. {missing[0]!r}")
     else:
         keys = read_examples(examples, cache)
     mids = _labels_of(cache, keys, labels)
@@ -203,7 +208,8 @@ def mine(
     frames = np.concatenate(parts)
     queries = frames[shared_frames(frames - index.mean(), owner)] if cluster else frames
     logger.info("searching with %d of %d example frames", len(queries), len(frames))
-    ranked = rank_clips(index, queries, exclude=set(keys), device=device).head(int(k))
+    gone = {x for x in index.keys if x not in held}  # indexed, since dropped from the cache
+    ranked = rank_clips(index, queries, exclude=set(keys) | gone, device=device).head(int(k))
     ranked["best_second"] = [_best_second(index, x, queries) for x in ranked["key"]]
     segments = _segments(cache, ranked["key"].tolist(), mids)
     if out is not None:
@@ -219,9 +225,9 @@ def _labels_of(cache: AudioSetCache, keys: list[str], labels: list[str] | None) 
         if unknown:
             raise ConfigError(f"label {unknown[0]!r} is not one of the cache's labels")
         return list(labels)
-    targets = cache.targets()
-    rows = targets[cache.positions(keys)]
-    common = np.asarray(rows.sum(axis=0)).ravel() == len(keys)
+    rows = np.stack([np.asarray(cache[int(p)]["target"], dtype=bool)
+                     for p in cache.positions(keys)])
+    common = rows.all(axis=0)
     mids = [cache.label_mids[i] for i in np.flatnonzero(common)]
     if not mids:
         raise ConfigError("the examples share no label in the cache; name the mined class "

@@ -161,6 +161,26 @@ def test_index_persists_and_embeds_only_new_clips(tmp_path):
     assert np.allclose(reread.frames(reread.keys[-1]), fresh, atol=1e-5)
 
 
+def test_index_refuses_bad_additions_and_names_damage(tmp_path):
+    from audioset_data.errors import CacheError
+
+    index = FrameIndex(tmp_path / "idx")
+    vectors = np.eye(4, dtype=np.float32)
+    index.add(["a_0", "b_0"], [1, 3], vectors)
+    with pytest.raises(ConfigError, match="'a_0' is already"):
+        index.add(["a_0"], [1], vectors[:1])
+    with pytest.raises(ConfigError, match="do not fit"):
+        index.add(["c_0"], [2], vectors[:1])
+    with pytest.raises(ConfigError, match="4-d"):
+        index.add(["c_0"], [1], np.ones((1, 5)))
+    with pytest.raises(ConfigError, match="'zz_0' is not in"):
+        index.frames("zz_0")
+    assert np.array_equal(FrameIndex(tmp_path / "idx").frames("b_0"), vectors[1:])
+    (tmp_path / "idx" / "index.json").write_text('{"parts": ["part-00007"]}')
+    with pytest.raises(CacheError, match="index.json.*delete"):
+        FrameIndex(tmp_path / "idx")
+
+
 def _batch(cache: AudioSetCache, key: str):
     import torch
 
@@ -233,6 +253,10 @@ def test_bad_input_is_named(planted, tmp_path):
     for k in (0, -3):
         with pytest.raises(ConfigError, match=f"k .*{k}"):
             mine(folder, _examples(truth), k)
+    with pytest.raises(ConfigError, match="no example"):
+        mine(folder, [], 3)
+    with pytest.raises(ConfigError, match="'nope_0'"):
+        mine(folder, ["nope_0"], 3)
     with pytest.raises(ConfigError, match="not one of the cache's labels"):
         mine(folder, _examples(truth), 3, labels=["/m/nope"])
 
