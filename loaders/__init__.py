@@ -35,6 +35,7 @@ _LAZY = {
     "LogMel": "audioset_data.loaders.frontend",
     "mel_matrix": "audioset_data.loaders.frontend",
     "Resampler": "audioset_data.loaders.resample",
+    "resample_waveform": "audioset_data.loaders.resample",
     "SpecAugment": "audioset_data.loaders.specaugment",
 }
 
