@@ -1,4 +1,4 @@
-"""Baseline models, one training loop and the reference benchmark (needs torch).
+"""Baseline models, one training loop, the reference benchmark and exemplar mining (torch).
 
 Names are imported on first use, so ``import audioset_data.baselines.config`` (the training
 options) works without loading torch.
@@ -26,6 +26,15 @@ _LAZY = {
     "ResNet50": "audioset_data.baselines.resnet",
     "Cnn14": "audioset_data.baselines.cnn14",
     "file_digest": "audioset_data.baselines.checkpoint",
+    "mine": "audioset_data.baselines.mining",
+    "MiningResult": "audioset_data.baselines.mining",
+    "read_examples": "audioset_data.baselines.mining",
+    "shared_frames": "audioset_data.baselines.mining",
+    "rank_clips": "audioset_data.baselines.mining",
+    "FrameIndex": "audioset_data.baselines.embedding_index",
+    "LogMelStats": "audioset_data.baselines.embedding_index",
+    "ModelEmbedder": "audioset_data.baselines.embedding_index",
+    "embedder_for": "audioset_data.baselines.embedding_index",
     "save_checkpoint": "audioset_data.baselines.checkpoint",
     "load_checkpoint": "audioset_data.baselines.checkpoint",
 }
