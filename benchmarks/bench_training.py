@@ -40,7 +40,7 @@ clips/s or more; for scale, the published PANNs training log shows about 39 clip
 Usage::
 
     python benchmarks/bench_training.py --threads 1           # CPU defaults, shared CPU
-    python benchmarks/bench_training.py --device cuda --workers 0,8,16 --dtypes float32,int16
+    python benchmarks/bench_training.py --device cuda --repeat 3     # 128 clips a batch, bf16
 
 ``--batch-size`` is one number for every model or ``model=N`` pairs
 (``fc=8,resnet50=1,cnn14=2``, the CPU default; 128 on CUDA).
@@ -279,6 +279,11 @@ def rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
+def percent(share: float) -> str:
+    """A share as a whole percentage, without a "-0%" for noise around zero."""
+    return f"{0.0 if abs(share) < 0.005 else share:.0%}"
+
+
 def report(args: argparse.Namespace, device: torch.device, batches: dict[str, int],
            n_clips: int, results: dict[str, dict[str, list[float]]], wall: float) -> str:
     """The markdown table and the notes around it."""
@@ -304,6 +309,17 @@ def report(args: argparse.Namespace, device: torch.device, batches: dict[str, in
         "Goal: CNN14 training end to end from the cache at >= 1,000 clips/s on one H100 "
         f"(the published PANNs training log shows about {PANNS_V100:.0f} clips/s on a V100).",
         "",
+        "Rows: *waveform*: `Trainer.train_step` (train) or front end + forward (infer, "
+        "`eval()`, no grad) on one synthetic batch already on the device; *log-mel*: the same "
+        "from the precomputed model input, the baseline of the last column (the ceiling no "
+        "data path can beat, noise aside); *cache, N workers*: `AudioSetDataset.loader` "
+        "(float32 unless int16 is named; the balanced sampler for training, cache order for "
+        "inference; persistent workers) feeding `Trainer.train_step` or `score_loader`, the "
+        "timed span including every wait for the loader. A training step is forward, loss, "
+        "backward, gradient clipping at 5, AdamW and the LR schedule (the trainer's defaults: "
+        "plain BCE, no mixup, no SpecAugment). `Trainer.fit` is not timed: it rebuilds its "
+        "DataLoader every epoch, which on a small cache would time worker start-up.",
+        "",
         "| model | pass | input | clips/s (median) | min – max | vs model alone on log-mel |",
         "|---|---|---|---|---|---|",
     ]
@@ -319,8 +335,8 @@ def report(args: argparse.Namespace, device: torch.device, batches: dict[str, in
     for model, rows in results.items():
         med = {label: statistics.median(v) for label, v in rows.items()}
         share = {k: 1 - med[f"{k}, waveform"] / med[f"{k}, log-mel"] for k in ("train", "infer")}
-        lines.append(f"* {model}: training {share['train']:.0%}, inference "
-                     f"{share['infer']:.0%}")
+        lines.append(f"* {model}: training {percent(share['train'])}, inference "
+                     f"{percent(share['infer'])}")
     if "cnn14" in results:
         rows = results["cnn14"]
         best = max(statistics.median(v) for k, v in rows.items()
@@ -353,10 +369,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's); 1 on a shared CPU, where "
                          "a second thread waits on a core another job holds")
-    ap.add_argument("--workers", default="0,2", help="DataLoader workers, comma-separated")
-    ap.add_argument("--dtypes", default="float32",
+    ap.add_argument("--workers", default=None,
+                    help="DataLoader workers, comma-separated (default 0,2 on CPU, 0,8 on CUDA)")
+    ap.add_argument("--dtypes", default=None,
                     help="loader waveform types, comma-separated: float32 (the trainer's) "
-                         "and/or int16 (scaled on the device)")
+                         "and/or int16 (scaled on the device); default float32 on CPU, "
+                         "float32,int16 on CUDA")
     ap.add_argument("--cache-labels", type=int, default=527,
                     help="labels (synthetic classes) in the generated cache")
     ap.add_argument("--clips-per-label", type=int, default=1)
@@ -370,11 +388,13 @@ def main() -> None:
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
         raise SystemExit(f"--models: unknown {unknown}; known: {list(MODELS)}")
-    args.workers = [int(w) for w in args.workers.split(",") if w.strip()]
-    args.dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    cuda = args.device == "cuda"
+    args.workers = [int(w) for w in (args.workers or ("0,8" if cuda else "0,2")).split(",")
+                    if w.strip()]
+    args.dtypes = [d.strip() for d in (args.dtypes or ("float32,int16" if cuda else "float32"))
+                   .split(",") if d.strip()]
     if set(args.dtypes) - {"float32", "int16"}:
         raise SystemExit(f"--dtypes: use float32 and/or int16, not {args.dtypes}")
-    cuda = args.device == "cuda"
     args.steps = args.steps if args.steps is not None else 20 if cuda else 1
     args.warmup = args.warmup if args.warmup is not None else 5 if cuda else 1
     if min(args.steps, args.repeat, args.warmup) < 1:
