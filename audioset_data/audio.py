@@ -21,6 +21,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -510,16 +511,23 @@ def decode_pcm(
     return pcm
 
 
-# in-memory encoding and decoding through ffmpeg (the store's compact formats before codec.py)
-from .ffmpeg_codecs import CODECS, decode_audio, encode_audio  # noqa: E402
+# in-memory encoding and decoding through ffmpeg live in ffmpeg_codecs (which imports this
+# module); they are re-exported lazily so either module can be imported first
+_CODEC_NAMES = ("CODECS", "decode_audio", "encode_audio")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CODEC_NAMES:
+        from . import ffmpeg_codecs
+
+        return getattr(ffmpeg_codecs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "CODECS",
     "FFMPEG_ENV",
     "DecodeResult",
     "FFmpegError",
-    "decode_audio",
     "decode_pcm",
-    "encode_audio",
     "find_ffmpeg",
 ]

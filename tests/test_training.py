@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,25 @@ def test_benchmark_smoke_and_predict_then_evaluate(data_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--scores", str(scores), "--split", "snd_eval"]) == 0
     assert "mAP" in capsys.readouterr().out
+    # a folder of audio files: one clip per file, named by the file
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, seconds in (("short", 1.5), ("long", 12.0)):
+        pcm = (rng.standard_normal(int(16000 * seconds)) * 3000).astype("<i2")
+        with wave.open(str(folder / f"{name}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(16000)
+            w.writeframes(pcm.tobytes())
+    (folder / "notes.txt").write_text("not audio")
+    assert main(["predict", "--checkpoint", str(out / "fc-beta0" / "last.pt"),
+                 "--source", str(folder), "--scores", str(tmp_path / "files.npz")]) == 0
+    with np.load(tmp_path / "files.npz") as z:
+        assert sorted(z["ids"].tolist()) == ["long", "short"]
+    with np.load(tmp_path / "files.frames.npz") as z:  # 1.5 s: one example; 12 s: cut to 10
+        counts = dict(zip(*np.unique(z["ids"], return_counts=True), strict=True))
+        assert counts == {"long": 10, "short": 1}
 
 
 def test_cli_without_torch_names_the_fix(monkeypatch):
