@@ -1,0 +1,568 @@
+"""Weak-label refinement: frame-level targets from clip labels and a trained frame model.
+
+AudioSet labels say that an event occurs somewhere in a 10-s clip, not when. A frame-level
+model (``fc``, ``resnet50``: one score per 960 ms example) trained on those weak labels still
+scores the frames that hold the event higher than the rest. For each clip ``S`` with label
+``L`` the frame scores are max-normalised,
+
+    ``n_i = P(L | x_i) / max_{x in S} P(L | x)``,
+
+and the frames with ``n_i < threshold`` (0.66 in the seed work) lose the label: in ``"drop"``
+mode they are left out of the loss for ``L``, in ``"zero"`` mode their target for ``L`` is 0.
+Labels a clip does not carry stay negative on every frame.
+
+The refined targets of a cached split are stored beside the cache as
+``<cache folder>/refined/<checkpoint sha256[:16]>-t<threshold>.npz`` with what made them
+(checkpoint digest, threshold, cache generation and a digest of its keys), and read back with
+:meth:`RefinedTargets.load` for training. :func:`strong_comparison` measures the kept frames
+against strong (onset/offset) labels, beside the trivial "keep every frame" rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from audioset_data.config import PathLike
+from audioset_data.errors import ConfigError, StrongLabelsError
+from audioset_data.fileio import atomic_write
+from audioset_data.labels import LabelIndex
+from audioset_data.strong import StrongLabels
+from audioset_data.strong_frames import DEFAULT_HOP, frame_targets
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["drop", "zero"]
+MODES = ("drop", "zero")
+#: The seed work's threshold on max-normalised frame scores.
+DEFAULT_THRESHOLD = 0.66
+#: Version of the stored file's layout.
+FORMAT_VERSION = 1
+REFINED_FOLDER = "refined"
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` as a float, refusing values outside (0, 1].
+
+    A threshold of 0 or below would keep every frame (no refinement); above 1 it would keep
+    none, not even the clip's best frame.
+    """
+    value = float(threshold)
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ConfigError(f"refinement threshold {threshold!r} must lie in (0, 1]")
+    return value
+
+
+def normalised_scores(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Max-normalised frame scores ``n_i = s_i / max_j s_j`` over the frames of each row.
+
+    Parameters
+    ----------
+    scores
+        Frame scores in [0, 1], shape ``(..., frames)``: the last axis is the frames of one
+        clip for one label.
+    valid
+        Which frames exist (same shape; default all). Missing frames (past the end of a short
+        clip) get ``n = 0`` and do not count towards the maximum.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, same shape. A row whose maximum is 0 (the model puts no mass on the label
+        anywhere, so it cannot say where the event is) gets ``n = 1`` on every valid frame:
+        the weak label then stands on every frame rather than vanishing.
+
+    Raises
+    ------
+    ConfigError
+        Scores that are not finite or lie outside [0, 1], or a ``valid`` of another shape.
+    """
+    s = np.asarray(scores, dtype=np.float32)
+    if valid is None:
+        ok = np.ones(s.shape, dtype=bool)
+    else:
+        ok = np.asarray(valid, dtype=bool)
+        if ok.shape != s.shape:
+            raise ConfigError(f"valid mask of shape {ok.shape} does not match scores of "
+                              f"shape {s.shape}")
+    if s.size and not (np.isfinite(s[ok]).all() and (s[ok] >= 0).all() and (s[ok] <= 1).all()):
+        raise ConfigError("frame scores must be finite probabilities in [0, 1]")
+    s = np.where(ok, s, 0.0).astype(np.float32)
+    top = s.max(axis=-1, keepdims=True) if s.shape[-1] else np.zeros(s.shape[:-1] + (1,),
+                                                                      np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = np.where(top > 0, s / np.where(top > 0, top, 1.0), 1.0)
+    return np.where(ok, n, 0.0).astype(np.float32)
+
+
+def keys_digest(keys: Sequence[str]) -> str:
+    """SHA-256 of the clip keys in order: the refined file fits a cache only with these keys."""
+    h = hashlib.sha256()
+    for key in keys:
+        h.update(str(key).encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def refined_path(cache_folder: PathLike, checkpoint_digest: str, threshold: float) -> Path:
+    """Where the refined targets of a cache, model and threshold are stored."""
+    return (Path(cache_folder) / REFINED_FOLDER /
+            f"{checkpoint_digest[:16]}-t{check_threshold(threshold):g}.npz")
+
+
+@dataclass
+class RefinedTargets:
+    """Refined frame targets of a set of clips, looked up by position.
+
+    Only the (clip, label) pairs the weak labels mark positive are stored: ``pair_clip`` and
+    ``pair_label`` name them, ``scores`` holds their max-normalised frame scores
+    (pairs × frames), ``valid`` the frames each clip has (clips × frames).
+
+    Attributes
+    ----------
+    keys, label_mids
+        Clip keys (positions) and label columns.
+    threshold, mode
+        Frames with ``n < threshold`` lose their label: left out (``"drop"``) or set to 0
+        (``"zero"``).
+    meta
+        What made them: ``checkpoint_sha256``, ``model``, ``cache``, ``generation``,
+        ``keys_sha256``, ``hop``, ``created``.
+    """
+
+    keys: list[str]
+    label_mids: list[str]
+    pair_clip: np.ndarray
+    pair_label: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    threshold: float = DEFAULT_THRESHOLD
+    mode: Mode = "drop"
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.threshold = check_threshold(self.threshold)
+        if self.mode not in MODES:
+            raise ConfigError(f"refinement mode {self.mode!r} must be one of {MODES}")
+        self.pair_clip = np.asarray(self.pair_clip, dtype=np.int64)
+        self.pair_label = np.asarray(self.pair_label, dtype=np.int64)
+        self.scores = np.asarray(self.scores, dtype=np.float32)
+        self.valid = np.asarray(self.valid, dtype=bool)
+        n_clips, n_frames = self.valid.shape
+        if n_clips != len(self.keys):
+            raise ConfigError(f"refined targets: {len(self.keys)} keys but {n_clips} rows of "
+                              f"frames")
+        if self.scores.shape != (len(self.pair_clip), n_frames) or \
+                len(self.pair_label) != len(self.pair_clip):
+            raise ConfigError(f"refined targets: scores of shape {self.scores.shape} do not fit "
+                              f"{len(self.pair_clip)} pairs of {n_frames} frames")
+        if len(self.pair_clip) and (self.pair_clip.min() < 0 or self.pair_clip.max() >= n_clips
+                                    or self.pair_label.min() < 0
+                                    or self.pair_label.max() >= len(self.label_mids)):
+            raise ConfigError("refined targets: a pair names a clip or label out of range")
+        self._row: dict[str, int] | None = None
+        self._order = np.argsort(self.pair_clip, kind="stable")
+        self._starts = np.searchsorted(self.pair_clip[self._order], np.arange(n_clips + 1))
+
+    @classmethod
+    def from_scores(cls, keys: Sequence[str], label_mids: Sequence[str], weak: Any,
+                    frame_scores: np.ndarray, *, valid: np.ndarray | None = None,
+                    threshold: float = DEFAULT_THRESHOLD, mode: Mode = "drop",
+                    meta: Mapping[str, Any] | None = None) -> RefinedTargets:
+        """Refine from frame scores ``(clips, frames, labels)`` and weak labels
+        ``(clips, labels)`` (bool array or scipy sparse)."""
+        fs = np.asarray(frame_scores, dtype=np.float32)
+        if fs.ndim != 3 or fs.shape[0] != len(keys) or fs.shape[2] != len(label_mids):
+            raise ConfigError(f"frame scores of shape {fs.shape} do not fit {len(keys)} clips "
+                              f"× frames × {len(label_mids)} labels")
+        clip, label = _weak_pairs(weak, len(keys), len(label_mids))
+        ok = np.ones(fs.shape[:2], bool) if valid is None else np.asarray(valid, dtype=bool)
+        n = normalised_scores(fs[clip, :, label], ok[clip])
+        return cls(list(keys), list(label_mids), clip, label, n, ok, threshold, mode,
+                   dict(meta or {}))
+
+    # -- lookup -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return (f"RefinedTargets({len(self)} clips, {len(self.pair_clip)} labelled pairs, "
+                f"threshold {self.threshold:g}, {self.mode}, "
+                f"{self.kept.sum() / max(1, self._pair_valid.sum()):.1%} of frames kept)")
+
+    @property
+    def n_frames(self) -> int:
+        """Frames per clip."""
+        return int(self.valid.shape[1])
+
+    @property
+    def _pair_valid(self) -> np.ndarray:
+        return self.valid[self.pair_clip]
+
+    @property
+    def kept(self) -> np.ndarray:
+        """Whether each frame of each labelled pair keeps its label (pairs × frames)."""
+        return (self.scores >= self.threshold) & self._pair_valid
+
+    def position(self, key: str) -> int:
+        """Position of a clip key."""
+        if self._row is None:
+            self._row = {k: i for i, k in enumerate(self.keys)}
+        if key not in self._row:
+            raise ConfigError(f"clip {key!r} has no refined targets")
+        return self._row[key]
+
+    def get(self, positions: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(frame_target, frame_mask)`` of clip positions: (B, frames, labels) float32 and
+        bool arrays. Example ``e`` of clip ``b`` trains on ``frame_target[b, e]`` where
+        ``frame_mask[b, e]`` is True; frames past a short clip's end are masked out."""
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if len(pos) and (pos.min() < -len(self) or pos.max() >= len(self)):
+            raise ConfigError(f"positions out of range for {len(self)} refined clips")
+        pos = pos % max(1, len(self))
+        n_labels = len(self.label_mids)
+        target = np.zeros((len(pos), self.n_frames, n_labels), dtype=np.float32)
+        mask = np.repeat(self.valid[pos][:, :, None], n_labels, axis=2)
+        for b, p in enumerate(pos):
+            pairs = self._order[self._starts[p]:self._starts[p + 1]]
+            if not len(pairs):
+                continue
+            labels = self.pair_label[pairs]
+            keep = (self.scores[pairs] >= self.threshold) & self.valid[p]
+            target[b][:, labels] = keep.T
+            if self.mode == "drop":
+                mask[b][:, labels] = keep.T
+        return target, mask
+
+    def with_keys(self, keys: Sequence[str]) -> RefinedTargets:
+        """The same targets re-ordered to ``keys`` (e.g. a dataset's), every key required."""
+        where = np.array([self.position(k) for k in keys], dtype=np.int64)
+        back = np.full(len(self), -1, dtype=np.int64)
+        back[where] = np.arange(len(where))
+        take = back[self.pair_clip] >= 0
+        return RefinedTargets(list(keys), self.label_mids, back[self.pair_clip][take],
+                              self.pair_label[take], self.scores[take], self.valid[where],
+                              self.threshold, self.mode, dict(self.meta), self.path)
+
+    # -- reports ----------------------------------------------------------------------------
+    def kept_fractions(self, names: Mapping[str, str] | LabelIndex | None = None
+                       ) -> pd.DataFrame:
+        """Per label: ``label, mid, name, clips, frames, kept, fraction`` (frames of the clips
+        carrying the label, how many keep it), labels with no clip left out, most kept first."""
+        if isinstance(names, LabelIndex):
+            names = dict(zip(names.mids, names.names, strict=True))
+        names = names or {}
+        kept = self.kept.sum(axis=1)
+        frames = self._pair_valid.sum(axis=1)
+        n_labels = len(self.label_mids)
+        clips = np.bincount(self.pair_label, minlength=n_labels)
+        f = np.bincount(self.pair_label, weights=frames, minlength=n_labels).astype(np.int64)
+        k = np.bincount(self.pair_label, weights=kept, minlength=n_labels).astype(np.int64)
+        rows = np.flatnonzero(clips)
+        table = pd.DataFrame({
+            "label": rows, "mid": [self.label_mids[i] for i in rows],
+            "name": [names.get(self.label_mids[i], "") for i in rows],
+            "clips": clips[rows], "frames": f[rows], "kept": k[rows],
+            "fraction": np.where(f[rows] > 0, k[rows] / np.maximum(f[rows], 1), np.nan)})
+        return table.sort_values(["fraction", "label"], ascending=[False, True],
+                                 ignore_index=True)
+
+    # -- storage ----------------------------------------------------------------------------
+    def save(self, path: PathLike) -> Path:
+        """Write the targets atomically as ``.npz`` (the meta as JSON inside)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(self.meta, threshold=self.threshold, mode=self.mode,
+                    format=FORMAT_VERSION, keys_sha256=keys_digest(self.keys))
+        with atomic_write(path) as fh:
+            np.savez(fh, keys=np.asarray(self.keys, dtype=str),
+                     label_mids=np.asarray(self.label_mids, dtype=str),
+                     pair_clip=self.pair_clip.astype(np.int32),
+                     pair_label=self.pair_label.astype(np.int32),
+                     scores=self.scores.astype(np.float16), valid=self.valid,
+                     meta=np.asarray(json.dumps(meta, sort_keys=True)))
+        self.meta, self.path = meta, path
+        logger.info("wrote refined targets of %d clips to %s", len(self), path)
+        return path
+
+    @classmethod
+    def load(cls, path: PathLike, keys: Sequence[str] | None = None, *,
+             mode: Mode | None = None, threshold: float | None = None) -> RefinedTargets:
+        """Read targets written by :meth:`save`; with ``keys`` (a dataset's), re-ordered to
+        them. ``mode`` / ``threshold`` override the stored ones (the normalised scores are
+        stored, so any threshold can be applied).
+
+        Raises
+        ------
+        ConfigError
+            The file is missing or not refined targets, or ``keys`` names a clip it lacks.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"refined targets {str(path)!r} not found")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: z[k] for k in ("keys", "label_mids", "pair_clip", "pair_label",
+                                            "scores", "valid")}
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(f"{str(path)!r} is not a refined-targets file: {exc}") from exc
+        if meta.get("format") != FORMAT_VERSION:
+            raise ConfigError(f"{str(path)!r}: refined-targets format {meta.get('format')!r}, "
+                              f"this version reads {FORMAT_VERSION}")
+        out = cls([str(k) for k in arrays["keys"]], [str(m) for m in arrays["label_mids"]],
+                  arrays["pair_clip"], arrays["pair_label"], arrays["scores"], arrays["valid"],
+                  meta["threshold"] if threshold is None else threshold,
+                  meta["mode"] if mode is None else mode, meta, path)
+        return out if keys is None else out.with_keys(keys)
+
+
+def _weak_pairs(weak: Any, n_clips: int, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(clip, label) of the positive entries of a weak-label matrix, clip-major."""
+    if hasattr(weak, "tocoo"):
+        coo = weak.tocoo()
+        shape = coo.shape
+        clip, label = np.asarray(coo.row), np.asarray(coo.col)
+        good = np.asarray(coo.data).astype(bool)
+        clip, label = clip[good], label[good]
+    else:
+        w = np.asarray(weak, dtype=bool)
+        shape = w.shape
+        clip, label = np.nonzero(w)
+    if tuple(shape) != (n_clips, n_labels):
+        raise ConfigError(f"weak labels of shape {tuple(shape)} do not fit {n_clips} clips × "
+                          f"{n_labels} labels")
+    order = np.lexsort((label, clip))
+    return clip[order].astype(np.int64), label[order].astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# measured against strong labels
+
+
+def strong_comparison(refined: RefinedTargets, strong: StrongLabels, *,
+                      names: Mapping[str, str] | LabelIndex | None = None,
+                      hop: float = DEFAULT_HOP) -> pd.DataFrame:
+    """Precision and recall of the kept frames against the frames strong labels mark present.
+
+    Counted over the (clip, label) pairs that the weak labels mark positive, whose clip the
+    strong file lists and whose label it annotates (has at least one event of): every frame of
+    such a pair is either kept or not and either strong-present or not. The trivial baseline
+    keeps every frame (its recall is 1 and its precision the share of present frames).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per label and a last ``overall`` row (``label = -1``): ``mid, name, clips,
+        frames, present, kept, precision, recall, f1, keep_all_precision, keep_all_recall,
+        keep_all_f1``.
+    """
+    if isinstance(names, LabelIndex):
+        names = dict(zip(names.mids, names.names, strict=True))
+    names = names or {}
+    index = LabelIndex(refined.label_mids, refined.label_mids, source="refined labels")
+    truth = frame_targets(strong, index, hop=hop, clip_seconds=(refined.n_frames + 0.5) * hop,
+                          keys=refined.keys)
+    if truth.n_frames != refined.n_frames:
+        raise StrongLabelsError(f"strong labels give {truth.n_frames} frames per clip, the "
+                                f"refined targets {refined.n_frames}")
+    listed = ~pd.Index(refined.keys).isin(list(truth.missing))
+    annotated = np.zeros(len(refined.label_mids), dtype=bool)
+    columns = pd.Index(refined.label_mids).get_indexer(strong.events["mid"])
+    annotated[np.unique(columns[columns >= 0])] = True
+    use = listed[refined.pair_clip] & annotated[refined.pair_label]
+    clip, label = refined.pair_clip[use], refined.pair_label[use]
+    rows = clip[:, None] * refined.n_frames + np.arange(refined.n_frames)
+    present = truth.targets[rows.ravel(), np.repeat(label, refined.n_frames)]
+    present = np.asarray(present).reshape(len(clip), refined.n_frames).astype(bool)
+    valid = refined.valid[clip]
+    kept = refined.kept[use]
+    present &= valid
+    groups = [(int(c), label == c) for c in np.unique(label)] + [(-1, np.ones(len(label), bool))]
+    records = []
+    for c, sel in groups:
+        k, p, v = kept[sel], present[sel], valid[sel]
+        hit, all_hit = int((k & p).sum()), int((v & p).sum())
+        n_k, n_p, n_v = int(k.sum()), int(p.sum()), int(v.sum())
+        prec, rec = _ratio(hit, n_k), _ratio(hit, n_p)
+        base_p, base_r = _ratio(all_hit, n_v), _ratio(all_hit, n_p)
+        mid = refined.label_mids[c] if c >= 0 else "overall"
+        records.append({"label": c, "mid": mid, "name": names.get(mid, ""),
+                        "clips": int(sel.sum()), "frames": n_v, "present": n_p, "kept": n_k,
+                        "precision": prec, "recall": rec, "f1": _f1(prec, rec),
+                        "keep_all_precision": base_p, "keep_all_recall": base_r,
+                        "keep_all_f1": _f1(base_p, base_r)})
+    return pd.DataFrame.from_records(records)
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else float("nan")
+
+
+def _f1(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r > 0 else float("nan")
+
+
+def format_comparison(table: pd.DataFrame) -> str:
+    """The comparison of :func:`strong_comparison` as a Markdown table (refined | keep-all)."""
+    head = ("| label | clips | frames | present | kept | precision | recall | F1 "
+            "| keep-all precision | keep-all recall | keep-all F1 |")
+    lines = [head, "|" + "---|" * 11]
+    for r in table.itertuples(index=False):
+        who = "**overall**" if r.label < 0 else f"{r.name or r.mid} ({r.mid})"
+        nums = " | ".join(_cell(x) for x in (r.precision, r.recall, r.f1,
+                                             r.keep_all_precision, r.keep_all_recall,
+                                             r.keep_all_f1))
+        lines.append(f"| {who} | {r.clips} | {r.frames} | {r.present} | {r.kept} | {nums} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(x: float) -> str:
+    return "–" if x != x else f"{x:.3f}"
+
+
+def format_kept(table: pd.DataFrame) -> str:
+    """The per-label kept fractions of :meth:`RefinedTargets.kept_fractions` as plain text."""
+    if not len(table):
+        return "no labelled clips\n"
+    view = table.assign(fraction=[_cell(x) for x in table["fraction"]])
+    return view.to_string(index=False) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# refining a cached split with a trained model
+
+
+def refine_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None = None,
+                 threshold: float = DEFAULT_THRESHOLD, mode: Mode = "drop",
+                 out: PathLike | None = None, batch_size: int = 32, device: str = "cpu",
+                 progress: bool = False) -> RefinedTargets:
+    """Refine the weak labels of a cached split with a trained frame model and store them.
+
+    Parameters
+    ----------
+    checkpoint
+        A training checkpoint of a frame-level model (``fc`` or ``resnet50``).
+    split
+        Cached split name (under ``root``) or cache folder.
+    threshold, mode
+        See :class:`RefinedTargets`.
+    out
+        Where to write; default :func:`refined_path` beside the cache.
+
+    Raises
+    ------
+    ConfigError
+        A clip-level model (``cnn14``), a model with another number of labels than the cache,
+        a threshold outside (0, 1] or an unknown mode.
+    """
+    threshold = check_threshold(threshold)
+    if mode not in MODES:
+        raise ConfigError(f"refinement mode {mode!r} must be one of {MODES}")
+    began = time.perf_counter()
+    scored = _score_split(checkpoint, split, root=root, batch_size=batch_size, device=device,
+                          progress=progress)
+    refined = RefinedTargets(scored.keys, scored.label_mids, scored.pair_clip,
+                             scored.pair_label, normalised_scores(scored.scores,
+                                                                  scored.valid[scored.pair_clip]),
+                             scored.valid, threshold, mode, scored.meta)
+    path = Path(out) if out is not None else refined_path(scored.folder,
+                                                          scored.meta["checkpoint_sha256"],
+                                                          threshold)
+    refined.save(path)
+    logger.info("refined %d clips in %.1f s", len(refined), time.perf_counter() - began)
+    return refined
+
+
+
+@dataclass
+class _Scored:
+    """Frame scores of the weak-positive pairs of a cache."""
+
+    folder: Path
+    keys: list[str]
+    label_mids: list[str]
+    pair_clip: np.ndarray
+    pair_label: np.ndarray
+    scores: np.ndarray
+    valid: np.ndarray
+    meta: dict[str, Any]
+
+
+def _score_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None,
+                 batch_size: int, device: str, progress: bool) -> _Scored:
+    """Score every example of every clip with a frame model, keeping the scores of the labels
+    each clip carries."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from audioset_data.loaders import AudioSetDataset, collate
+    from audioset_data.manifest import MANIFEST_NAME, Manifest
+
+    from .checkpoint import file_digest
+    from .inference import frontend_for, model_inputs
+    from .prediction import load_trained
+
+    if not Path(checkpoint).is_file():
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} not found")
+    dev = torch.device(device)
+    model, config = load_trained(checkpoint, str(dev))
+    if getattr(model, "frontend", "panns") != "vggish":
+        raise ConfigError(f"refinement needs a frame-level model (fc, resnet50) that scores "
+                          f"each 960 ms example; {config.model!r} in {str(checkpoint)!r} scores "
+                          f"whole clips")
+    dataset = AudioSetDataset(split, root=root, dtype="int16")
+    cache = dataset.cache
+    mids = list(cache.label_mids)
+    if int(getattr(model, "n_classes", -1)) != len(mids):
+        raise ConfigError(f"model {str(checkpoint)!r} has {getattr(model, 'n_classes', '?')} "
+                          f"outputs, cache {str(cache.folder)!r} has {len(mids)} labels")
+    clip, label = _weak_pairs(dataset.targets, len(dataset), len(mids))
+    frontend = frontend_for(model, cache.sample_rate).to(dev)
+    per_clip = int(frontend.frame_counts([cache.clip_samples])[0]) // \
+        int(frontend.config.example_frames)
+    scores = np.zeros((len(clip), per_clip), dtype=np.float32)
+    valid = np.zeros((len(dataset), per_clip), dtype=bool)
+    bounds = np.searchsorted(clip, np.arange(len(dataset) + 1))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    start = 0
+    with torch.no_grad():
+        for batch in tqdm(loader, desc="refining", disable=not progress, leave=False):
+            wave = batch["waveform"].to(dev)
+            lengths = batch["length"].to(dev)
+            n = len(wave)
+            x, ci = model_inputs(frontend, True, wave, lengths)
+            prob = torch.sigmoid(model(x).float()).cpu().numpy() if len(x) else \
+                np.zeros((0, len(mids)), np.float32)
+            ci = ci.cpu().numpy()
+            example = np.arange(len(ci)) - np.searchsorted(ci, ci, side="left")
+            dense = np.zeros((n, per_clip, len(mids)), dtype=np.float32)
+            dense[ci, example] = prob
+            valid[start + ci, example] = True
+            lo, hi = bounds[start], bounds[start + n]
+            scores[lo:hi] = dense[clip[lo:hi] - start, :, label[lo:hi]]
+            start += n
+    with Manifest.open(cache.folder / MANIFEST_NAME, readonly=True) as manifest:
+        generation = manifest.generation()
+    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_digest(checkpoint),
+            "model": config.model, "cache": str(cache.folder), "generation": generation,
+            "hop": frontend.config.example_frames * frontend.config.hop_length /
+            frontend.config.sample_rate,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return _Scored(cache.folder, list(dataset.keys), mids, clip, label, scores, valid, meta)
+
+
+__all__ = ["DEFAULT_THRESHOLD", "MODES", "RefinedTargets", "check_threshold",
+           "format_comparison", "format_kept", "keys_digest", "normalised_scores",
+           "refine_split", "refined_path", "strong_comparison"]
