@@ -245,8 +245,24 @@ class RefinedTargets:
                 mask[b][:, labels] = keep.T
         return target, mask
 
+    def for_examples(self, positions: Sequence[int] | np.ndarray,
+                     clip_index: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(target, mask)`` per example, (examples, labels), for a batch of clip
+        ``positions`` whose examples come clip by clip as ``clip_index`` (the order of
+        :meth:`~audioset_data.loaders.frontend.LogMel.examples`): example ``e`` of batch clip
+        ``b`` gets frame ``e`` of clip ``positions[b]``."""
+        ci = np.asarray(clip_index, dtype=np.int64).reshape(-1)
+        example = np.arange(len(ci)) - np.searchsorted(ci, ci, side="left")
+        if len(ci) and (np.any(np.diff(ci) < 0) or example.max() >= self.n_frames):
+            raise ConfigError(f"clip_index must list each clip's examples together, at most "
+                              f"{self.n_frames} per clip")
+        target, mask = self.get(positions)
+        return target[ci, example], mask[ci, example]
+
     def with_keys(self, keys: Sequence[str]) -> RefinedTargets:
         """The same targets re-ordered to ``keys`` (e.g. a dataset's), every key required."""
+        if len(set(keys)) != len(keys):
+            raise ConfigError("keys lists a clip more than once")
         where = np.array([self.position(k) for k in keys], dtype=np.int64)
         back = np.full(len(self), -1, dtype=np.int64)
         back[where] = np.arange(len(where))
@@ -290,7 +306,7 @@ class RefinedTargets:
                      label_mids=np.asarray(self.label_mids, dtype=str),
                      pair_clip=self.pair_clip.astype(np.int32),
                      pair_label=self.pair_label.astype(np.int32),
-                     scores=self.scores.astype(np.float16), valid=self.valid,
+                     scores=self.scores, valid=self.valid,
                      meta=np.asarray(json.dumps(meta, sort_keys=True)))
         self.meta, self.path = meta, path
         logger.info("wrote refined targets of %d clips to %s", len(self), path)
@@ -298,7 +314,8 @@ class RefinedTargets:
 
     @classmethod
     def load(cls, path: PathLike, keys: Sequence[str] | None = None, *,
-             mode: Mode | None = None, threshold: float | None = None) -> RefinedTargets:
+             label_mids: Sequence[str] | None = None, mode: Mode | None = None,
+             threshold: float | None = None) -> RefinedTargets:
         """Read targets written by :meth:`save`; with ``keys`` (a dataset's), re-ordered to
         them. ``mode`` / ``threshold`` override the stored ones (the normalised scores are
         stored, so any threshold can be applied).
@@ -306,7 +323,8 @@ class RefinedTargets:
         Raises
         ------
         ConfigError
-            The file is missing or not refined targets, or ``keys`` names a clip it lacks.
+            The file is missing or not refined targets, ``keys`` names a clip it lacks, or its
+            labels differ from ``label_mids`` (a dataset's cache labels).
         """
         path = Path(path)
         if not path.is_file():
@@ -325,6 +343,9 @@ class RefinedTargets:
                   arrays["pair_clip"], arrays["pair_label"], arrays["scores"], arrays["valid"],
                   meta["threshold"] if threshold is None else threshold,
                   meta["mode"] if mode is None else mode, meta, path)
+        if label_mids is not None and list(label_mids) != out.label_mids:
+            raise ConfigError(f"refined targets {str(path)!r} have {len(out.label_mids)} "
+                              f"labels that differ from the {len(label_mids)} given")
         return out if keys is None else out.with_keys(keys)
 
 

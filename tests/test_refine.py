@@ -136,6 +136,21 @@ def test_zero_keeps_dropped_frames_as_negatives():
     np.testing.assert_array_equal(looser[0, :, 0], [1, 1, 1, 0])
 
 
+def test_examples_of_a_batch_get_their_own_frame():
+    """The training loop's view: examples come clip by clip (a short clip gives fewer)."""
+    refined = _hand_targets()
+    clip_index = np.array([0, 0, 0, 0, 1, 1])          # batch = positions [1, 2]
+    target, mask = refined.for_examples([1, 2], clip_index)
+    assert target.shape == mask.shape == (6, 3)
+    np.testing.assert_array_equal(target[:, 0], [1, 0, 1, 0, 0, 0])
+    np.testing.assert_array_equal(target[:, 1], [0, 0, 0, 0, 1, 0])
+    np.testing.assert_array_equal(mask[:, 1], [1, 1, 1, 1, 1, 0])
+    with pytest.raises(ConfigError, match="at most 4 per clip"):
+        refined.for_examples([1], np.zeros(5, int))
+    with pytest.raises(ConfigError, match="together"):
+        refined.for_examples([1, 2], np.array([0, 1, 0]))
+
+
 @pytest.mark.parametrize("bad", [0.0, -0.5, 1.01, float("nan"), float("inf")])
 def test_threshold_outside_the_unit_interval_is_refused(bad):
     with pytest.raises(ConfigError, match=r"\(0, 1\]"):
@@ -175,6 +190,11 @@ def test_stored_file_records_what_made_it_and_reloads(tmp_path):
     assert RefinedTargets.load(path, threshold=0.3, mode="zero").get([1])[1].all()
     with pytest.raises(ConfigError, match="'zz_0' has no refined targets"):
         RefinedTargets.load(path, keys=["a_0", "zz_0"])
+    with pytest.raises(ConfigError, match="more than once"):
+        RefinedTargets.load(path, keys=["a_0", "a_0"])
+    with pytest.raises(ConfigError, match="labels that differ"):
+        RefinedTargets.load(path, label_mids=["/m/x", "/m/z", "/m/y"])
+    assert RefinedTargets.load(path, label_mids=["/m/x", "/m/y", "/m/z"]).label_mids[2] == "/m/z"
     with pytest.raises(ConfigError, match="not found"):
         RefinedTargets.load(tmp_path / "nothing.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
