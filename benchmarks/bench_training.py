@@ -42,6 +42,10 @@ Usage::
     python benchmarks/bench_training.py --threads 1           # CPU defaults, shared CPU
     python benchmarks/bench_training.py --device cuda --repeat 3     # 128 clips a batch, bf16
 
+On a CPU shared with other jobs pass ``--threads 1``: with torch's two intra-op threads on two
+busy cores a step waits on whichever thread another job has preempted, and the same fc step
+took anywhere from 0.05 s to 0.9 s here; with one thread it holds at about 0.08 s.
+
 ``--batch-size`` is one number for every model or ``model=N`` pairs
 (``fc=8,resnet50=1,cnn14=2``, the CPU default; 128 on CUDA).
 """
