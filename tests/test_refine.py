@@ -37,10 +37,11 @@ EVENT_CENTRES = (300.0, 700.0, 1500.0, 3000.0, 5000.0, 7000.0)
 
 def write_event_cache(folder: Path, clips: list[tuple[str, float, list[tuple[int, float, float]]]],
                       mids: list[str], *, rate: int = 16000, seconds: float = 10.0,
-                      seed: int = 0) -> np.ndarray:
+                      seed: int = 0, lengths: dict[int, float] | None = None) -> np.ndarray:
     """Write clips ``(ytid, start, [(label column, onset s, offset s), ...])`` with the
     project's writer: quiet white noise everywhere and, inside each event, band noise at its
-    class's own centre frequency. The weak labels are the classes with an event; returns them."""
+    class's own centre frequency. ``lengths`` cuts some clips (by number) short, in seconds.
+    The weak labels are the classes with an event; returns them."""
     rng = np.random.default_rng(seed)
     n = int(round(seconds * rate))
     targets = np.zeros((len(clips), len(mids)), dtype=bool)
@@ -62,8 +63,10 @@ def write_event_cache(folder: Path, clips: list[tuple[str, float, list[tuple[int
             if b - a > 32:
                 wave[a:b] += 0.5 * band_noise(rng, b - a, rate,
                                               EVENT_CENTRES[label % len(EVENT_CENTRES)])
+        true = int(round((lengths or {}).get(i, seconds) * rate))
+        wave[true:] = 0.0
         pcm = np.clip(wave * 20000, -32768, 32767).astype(np.int16)
-        writer.add(clip_key(ytid, start), ytid, start, start + seconds, pcm, n, targets[i])
+        writer.add(clip_key(ytid, start), ytid, start, start + seconds, pcm, true, targets[i])
     writer.close()
     manifest.close()
     return targets
@@ -349,12 +352,33 @@ def test_cli_end_to_end(known_extent, capsys, tmp_path):
     assert "(0, 1]" in capsys.readouterr().err
 
 
-def test_clip_level_model_is_refused(tmp_path):
+def _untrained(path: Path, model: str, n_classes: int) -> Path:
     from audioset_data.baselines import TrainConfig, build_model, save_checkpoint
 
-    model = build_model("cnn14", n_classes=4)
-    path = save_checkpoint(tmp_path / "cnn14.pt", model=model, step=0, epoch=0,
-                           config=TrainConfig(model="cnn14").to_dict())
+    options = {"hidden": (8,)} if model == "fc" else {}
+    return save_checkpoint(path, model=build_model(model, n_classes=n_classes, **options),
+                           step=0, epoch=0,
+                           config=TrainConfig(model=model, **options).to_dict())
+
+
+def test_short_clips_and_label_mismatch(tmp_path):
+    """A clip cut at 4.5 s has 4 whole frames, the rest out of the loss; a model with
+    another number of outputs than the cache has labels is refused."""
+    clips = [("aaaaaaaaaaa", 0.0, [(0, 1.0, 3.0)]), ("bbbbbbbbbbb", 30.0, [(1, 0.5, 2.0)])]
+    write_event_cache(tmp_path / "cache", clips, MIDS[:2], lengths={1: 4.5})
+    refined = refine_split(_untrained(tmp_path / "fc2.pt", "fc", 2), tmp_path / "cache",
+                           out=tmp_path / "r.npz")
+    assert refined.keys == ["aaaaaaaaaaa_0", "bbbbbbbbbbb_30000"]
+    assert list(refined.valid.sum(axis=1)) == [10, 4]
+    _, mask = refined.get([1])
+    assert not mask[0, 4:].any() and mask[0, :4, 0].all()
+    assert refined.kept[1, 4:].sum() == 0 and refined.kept[1, :4].any()
+    with pytest.raises(ConfigError, match="has 3 outputs, cache .* has 2 labels"):
+        refine_split(_untrained(tmp_path / "fc3.pt", "fc", 3), tmp_path / "cache")
+
+
+def test_clip_level_model_is_refused(tmp_path):
+    path = _untrained(tmp_path / "cnn14.pt", "cnn14", 4)
     with pytest.raises(ConfigError, match="frame-level model"):
         refine_split(path, tmp_path / "no-cache")
     with pytest.raises(ConfigError, match="not found"):
