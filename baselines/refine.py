@@ -120,7 +120,7 @@ def refined_path(cache_folder: PathLike, checkpoint_digest: str, threshold: floa
             f"{checkpoint_digest[:16]}-t{check_threshold(threshold):g}.npz")
 
 
-@dataclass
+@dataclass(eq=False)
 class RefinedTargets:
     """Refined frame targets of a set of clips, looked up by position.
 
@@ -467,14 +467,16 @@ def format_kept(table: pd.DataFrame) -> str:
 
 def refine_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None = None,
                  threshold: float = DEFAULT_THRESHOLD, mode: Mode = "drop",
-                 out: PathLike | None = None, batch_size: int = 32, device: str = "cpu",
-                 progress: bool = False) -> RefinedTargets:
+                 out: PathLike | None = None, batch_size: int = 32, num_workers: int = 0,
+                 device: str = "cpu", progress: bool = False) -> RefinedTargets:
     """Refine the weak labels of a cached split with a trained frame model and store them.
 
     Parameters
     ----------
     checkpoint
         A training checkpoint of a frame-level model (``fc`` or ``resnet50``).
+    batch_size, num_workers, device
+        How the clips are read and scored (in cache order, never shuffled).
     split
         Cached split name (under ``root``) or cache folder.
     threshold, mode
@@ -492,8 +494,8 @@ def refine_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None
     if mode not in MODES:
         raise ConfigError(f"refinement mode {mode!r} must be one of {MODES}")
     began = time.perf_counter()
-    scored = _score_split(checkpoint, split, root=root, batch_size=batch_size, device=device,
-                          progress=progress)
+    scored = _score_split(checkpoint, split, root=root, batch_size=batch_size,
+                          num_workers=num_workers, device=device, progress=progress)
     refined = RefinedTargets(scored.keys, scored.label_mids, scored.pair_clip,
                              scored.pair_label, normalised_scores(scored.scores,
                                                                   scored.valid[scored.pair_clip]),
@@ -522,7 +524,7 @@ class _Scored:
 
 
 def _score_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None,
-                 batch_size: int, device: str, progress: bool) -> _Scored:
+                 batch_size: int, num_workers: int, device: str, progress: bool) -> _Scored:
     """Score every example of every clip with a frame model, keeping the scores of the labels
     each clip carries."""
     import torch
@@ -556,7 +558,8 @@ def _score_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None
     scores = np.zeros((len(clip), per_clip), dtype=np.float32)
     valid = np.zeros((len(dataset), per_clip), dtype=bool)
     bounds = np.searchsorted(clip, np.arange(len(dataset) + 1))
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate,
+                                         num_workers=num_workers)
     start = 0
     with torch.no_grad():
         for batch in tqdm(loader, desc="refining", disable=not progress, leave=False):

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where to write (default: <cache>/refined/<checkpoint>-t<threshold>.npz)")
     r.add_argument("--root", metavar="DIR", help="data root")
     r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     r.add_argument("--device", default="cpu")
     r.set_defaults(func=_refine, mode="drop")
 
@@ -51,9 +52,12 @@ def _refine(args: argparse.Namespace) -> int:
     check_threshold(args.threshold)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.workers < 0:
+        raise ConfigError(f"--workers {args.workers}: must be 0 or more")
     refined = refine_split(args.checkpoint, args.split, root=args.root,
                            threshold=args.threshold, mode=args.mode, out=args.out,
-                           batch_size=args.batch_size, device=args.device,
+                           batch_size=args.batch_size, num_workers=args.workers,
+                           device=args.device,
                            progress=sys.stderr.isatty())
     sys.stdout.write(format_kept(refined.kept_fractions()))
     print(f"refined targets of {len(refined)} clips -> {refined.path}")
