@@ -17,7 +17,8 @@ from .. import __version__
 from ..errors import AudioSetError
 
 #: Modules under ``audioset_data.cli`` that each add one sub-command.
-COMMANDS = ("ontology", "segments", "download", "cache", "evaluate", "train", "mine", "refine")
+COMMANDS = ("ontology", "segments", "download", "cache", "evaluate", "train", "mine", "refine",
+            "embed")
 
 
 def build_parser() -> argparse.ArgumentParser:
