@@ -242,8 +242,9 @@ class Trainer:
                     self.epoch, self.consumed)
 
     # -- training -------------------------------------------------------------------------
-    def train_step(self, batch: dict[str, Any]) -> float:
-        """One optimiser step on one batch; returns the loss."""
+    def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        """One optimiser step on one batch; returns the loss as a detached tensor (reading it
+        waits for the device, so the loop does that only when it logs)."""
         wave = batch["waveform"].to(self.device, non_blocking=True)
         lengths = batch["length"].to(self.device)
         target = batch["target"].to(self.device, non_blocking=True).float()
@@ -268,7 +269,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def evaluate(self) -> EvaluationResult | None:
         """Score the evaluation cache and run the harness (the result on rank 0)."""
@@ -320,12 +321,13 @@ class Trainer:
                 self.sampler.load_state_dict(state)
             loader = self._loader(self.train_set, self.sampler, train=True)
             for batch in loader:
-                loss = self.train_step(batch)
+                loss_t = self.train_step(batch)
                 self.step += 1
                 self.consumed += len(batch["key"])
                 seen += len(batch["key"])
                 bar.update(1)
-                if self.step % max(1, c.log_every) == 0 or self.step == self.total_steps:
+                if self.step % max(1, c.log_every) == 0 or self.step >= end:
+                    loss = float(loss_t)
                     dt = time.perf_counter() - t0
                     self._log({"step": self.step, "epoch": self.epoch, "loss": loss,
                                "lr": self.scheduler.get_last_lr()[0],
