@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="clips the librosa baseline runs on (its rate is per clip)")
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--no-write", action="store_true", help="do not write the results file")
+    parser.add_argument("--out", default=None,
+                        help="results file (default results/frontend.md, or frontend_cuda.md "
+                             "on a GPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     wait = os.environ.get("OMP_WAIT_POLICY")
@@ -173,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
            "the mel triangles (drawn in mel space by VGGish, in Hz by librosa) and, at 32 kHz, "
            "from the two resamplers near the 7.5-kHz top band edge.")
     if not args.no_write:
-        RESULTS.write_text("# Log-mel front end\n\n" + "\n".join(lines) + "\n")
+        path = Path(args.out) if args.out else (
+            RESULTS.with_name("frontend_cuda.md") if args.device.startswith("cuda") else RESULTS)
+        path.write_text("# Log-mel front end\n\n" + "\n".join(lines) + "\n")
     return 0
 
 
