@@ -331,9 +331,14 @@ class Segments:
 
     @property
     def table(self) -> pd.DataFrame:
-        """The rows as a pandas DataFrame backed by Arrow columns (no copy of the strings)."""
+        """The rows as a pandas DataFrame backed by Arrow columns (no copy of the strings), with
+        ``names``: the display names of ``labels`` in the same order (null for a mid the label
+        index lacks), made here rather than stored."""
         if self._frame is None:
-            self._frame = self._table.to_pandas(types_mapper=pd.ArrowDtype)
+            names = [_names_of(c, self.label_index) for c in self._table["labels"].chunks]
+            self._frame = self._table.append_column(
+                "names", pa.chunked_array(names, pa.list_(pa.string()))
+            ).to_pandas(types_mapper=pd.ArrowDtype)
         return self._frame
 
     @property
@@ -604,6 +609,15 @@ def _all_distinct(ytid: pa.ChunkedArray | pa.Array) -> bool:
     if ascending:
         return True
     return pc.count_distinct(ytid).as_py() == len(ytid)
+
+
+def _names_of(labels: pa.Array, index: LabelIndex) -> pa.Array:
+    """Display names of a list column of mids, list by list, looked up in one pass."""
+    flat = pc.list_flatten(labels)
+    named = pa.array(index.names, pa.string()).take(pc.index_in(flat, pa.array(index.mids)))
+    offsets = np.zeros(len(labels) + 1, np.int32)
+    np.cumsum(pc.fill_null(pc.list_value_length(labels), 0), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), named, mask=labels.is_null())
 
 
 def same_index(a: Segments, b: Segments) -> None:
