@@ -259,6 +259,27 @@ class RefinedTargets:
         target, mask = self.get(positions)
         return target[ci, example], mask[ci, example]
 
+    @classmethod
+    def concat(cls, parts: Sequence[RefinedTargets]) -> RefinedTargets:
+        """Join targets of disjoint clip sets (e.g. folds each refined by a model trained on
+        the other folds); threshold and mode of the first part, every part's meta kept."""
+        if not parts:
+            raise ConfigError("concat needs at least one set of refined targets")
+        first = parts[0]
+        for p in parts[1:]:
+            if p.label_mids != first.label_mids or p.n_frames != first.n_frames:
+                raise ConfigError("refined targets to join must share labels and frame count")
+        keys = [k for p in parts for k in p.keys]
+        if len(set(keys)) != len(keys):
+            raise ConfigError("refined targets to join share clips")
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        return cls(keys, first.label_mids,
+                   np.concatenate([p.pair_clip + o for p, o in zip(parts, offsets, strict=True)]),
+                   np.concatenate([p.pair_label for p in parts]),
+                   np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.valid for p in parts]), first.threshold, first.mode,
+                   {"parts": [dict(p.meta) for p in parts]})
+
     def with_keys(self, keys: Sequence[str]) -> RefinedTargets:
         """The same targets re-ordered to ``keys`` (e.g. a dataset's), every key required."""
         if len(set(keys)) != len(keys):

@@ -205,6 +205,20 @@ def test_stored_file_records_what_made_it_and_reloads(tmp_path):
         RefinedTargets.load(tmp_path / "junk.npz")
 
 
+def test_folds_join_into_one_set():
+    a = _hand_targets()
+    b = RefinedTargets.from_scores(["d_0"], a.label_mids, np.array([[0, 0, 1]], bool),
+                                   np.full((1, 4, 3), 0.5, np.float32), meta={"fold": 1})
+    joined = RefinedTargets.concat([a, b])
+    assert joined.keys == ["a_0", "b_0", "c_0", "d_0"] and len(joined.meta["parts"]) == 2
+    for got, want in zip(joined.get([1, 3]), (np.concatenate([x, y]) for x, y in
+                                              zip(a.get([1]), b.get([0]), strict=True)),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ConfigError, match="share clips"):
+        RefinedTargets.concat([a, a])
+
+
 def test_kept_fraction_table_on_a_skewed_label_set():
     rng = np.random.default_rng(0)
     n = 200
