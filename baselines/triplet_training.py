@@ -174,8 +174,11 @@ class TripletTrainer:
         self.sampler = TripletSampler(data, config.rules, batch_size=config.batch_size,
                                       seed=config.seed, frontend=self.frontend,
                                       device=self.device)
-        # the classifier head takes no part in the loss; leave it out of the optimiser
-        params = [p for name, p in model.named_parameters() if _in_trunk(model, name)]
+        # the classifier head (every model's last linear layer) takes no part in the loss;
+        # leave it out of the optimiser
+        head = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
+        params = [p for name, p in model.named_parameters()
+                  if not (head and name.startswith(head[0] + "."))]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -255,13 +258,6 @@ class TripletTrainer:
         return TripletResult(self.step, loss, self.out, path, self.history)
 
 
-def _in_trunk(model: nn.Module, name: str) -> bool:
-    """Whether parameter ``name`` feeds ``embedding(x)`` (every model's last linear layer is
-    its classifier head)."""
-    heads = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return not (heads and name.startswith(heads[-1] + "."))
-
-
 def train_triplets(config: TripletConfig | None = None, *, progress: bool = True,
                    **overrides: Any) -> TripletResult:
     """Train a trunk on triplets (see :class:`TripletConfig`; keywords override its fields)."""
@@ -316,8 +312,8 @@ def export_embeddings(checkpoint: PathLike, source: Any, out: PathLike, *,
         data = AudioSetDataset(data.cache, selection=np.arange(max_clips), dtype="int16")
     embed = embedder_for(checkpoint, int(data.cache.sample_rate), device)
     vectors, clip, frame = [], [], []
-    for lo in range(0, len(data), batch_size):
-        batch = data.__getitems__(list(range(lo, min(lo + batch_size, len(data))))).data
+    for lo, batch in zip(range(0, len(data), batch_size),
+                         data.loader(batch_size, shuffle=False), strict=True):
         v, ci = embed(batch["waveform"], batch["length"])
         ci = ci.cpu().numpy()
         vectors.append(v.cpu().numpy().astype(np.float32))

@@ -27,7 +27,8 @@ from audioset_data.manifest import clip_key
 from audioset_data.store import CacheWriter, open_manifest
 
 RATE = 16000
-CENTRES = (400.0, 1000.0, 2500.0, 5000.0)
+#: Class centres (Hz) of the masked-band caches, a bit over half an octave apart.
+CENTRES = (300.0, 480.0, 760.0, 1200.0, 1900.0, 3000.0, 4700.0, 6000.0)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -102,24 +103,26 @@ def coloured(rng: np.random.Generator, n: int) -> np.ndarray:
     return x / np.sqrt(np.mean(x ** 2))
 
 
-def masked_band_cache(folder: Path, *, per_class: int, seed: int, prefix: str
-                      ) -> tuple[list[str], np.ndarray]:
-    """4-s clips of 4 classes: class k is a narrow band at its own centre, heard through a
+def masked_band_cache(folder: Path, *, per_class: int, seed: int, prefix: str,
+                      classes: int = 4) -> tuple[list[str], np.ndarray]:
+    """4-s clips of ``classes`` classes (every third clip also carries the next class): class
+    k is a narrow band at its own centre (every other of ``CENTRES`` for 4), heard through a
     loud background whose colour changes every second. Over the whole log-mel patch the
     background differs more between seconds than the classes differ, so raw log-mel
     neighbours often share only the background; the class stays through each clip."""
     rng = np.random.default_rng(seed)
     n = 4 * RATE
     waves, targets = [], []
-    for k in range(4):
+    centres = CENTRES[::2] if classes == 4 else CENTRES[:classes]
+    for k in range(classes):
         for j in range(per_class):
-            t = np.zeros(4, bool)
+            t = np.zeros(classes, bool)
             t[k] = True
             if j % 3 == 0:
-                t[(k + 1) % 4] = True
+                t[(k + 1) % classes] = True
             w = np.concatenate([coloured(rng, RATE) for _ in range(4)])
             for c in np.flatnonzero(t):
-                w += 0.5 * band(rng, n, CENTRES[c])
+                w += 0.5 * band(rng, n, centres[c])
             waves.append(0.03 * w)
             targets.append(t)
     targets = np.stack(targets)
@@ -322,7 +325,8 @@ def test_embedding_neighbours_share_labels_more_often_than_log_mel(masked):
     raw = max(neighbour_agreement(flat, targets[ci], ci, metric="euclidean"),
               neighbour_agreement(flat, targets[ci], ci),
               neighbour_agreement(x.mean(dim=1).numpy(), targets[ci], ci, metric="euclidean"))
-    # over cache seeds 1-4: ours 0.91-0.94, the best log-mel variant 0.88-0.91
+    # a small effect: over cache seeds 1-4 (this is seed 1) ours 0.89-0.98, the best
+    # log-mel variant 0.90-0.91; ours ahead for 3 of the 4 seeds, by 0.05-0.06 here
     assert ours > raw
     assert ours > 0.85
 
