@@ -18,7 +18,7 @@ from ..errors import AudioSetError
 
 #: Modules under ``audioset_data.cli`` that each add one sub-command.
 COMMANDS = ("ontology", "segments", "download", "cache", "evaluate", "train", "mine", "refine",
-            "embed")
+            "embed", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
