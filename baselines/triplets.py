@@ -37,7 +37,7 @@ from audioset_data.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RULES", "TripletBatch", "TripletRules", "TripletSampler", "shift_bins",
+__all__ = ["RULES", "TripletBatch", "TripletRules", "TripletSampler", "shift_mel_bins",
            "triplet_loss"]
 
 #: Rule names, in the order of their codes in :attr:`TripletBatch.rule`.
@@ -150,12 +150,12 @@ class TripletBatch:
         return len(self.rule)
 
 
-def shift_bins(x: torch.Tensor, shifts: torch.Tensor | np.ndarray) -> torch.Tensor:
+def shift_mel_bins(x: torch.Tensor, shifts: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Move each patch of ``x`` (batch, frames, mels) up by ``shifts[i]`` mel bins (down when
     negative), repeating the edge bin into the bins it vacates."""
     shifts = torch.as_tensor(np.asarray(shifts), dtype=torch.int64, device=x.device)
     if shifts.shape != (x.shape[0],):
-        raise ConfigError(f"shift_bins: need one shift per patch ({x.shape[0]}); got shape "
+        raise ConfigError(f"shift_mel_bins: need one shift per patch ({x.shape[0]}); got shape "
                           f"{tuple(shifts.shape)}")
     mels = x.shape[2]
     index = (torch.arange(mels, device=x.device)[None, :] - shifts[:, None]).clamp(0, mels - 1)
@@ -356,7 +356,7 @@ class TripletSampler:
             logmel = self.frontend(wave)[:, : self.frames].float()
         a, pos, neg = logmel[:n], logmel[n: 2 * n], logmel[2 * n:]
         if p["freq_shift"].any():
-            pos = shift_bins(pos, p["freq_shift"])
+            pos = shift_mel_bins(pos, p["freq_shift"])
         info = {k: v for k, v in p.items() if k != "noise_seed"}
         return TripletBatch(step=int(step), anchor=a, positive=pos, negative=neg,
                             waves={"anchor": anchor, "positive": positive,

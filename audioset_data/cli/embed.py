@@ -61,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--margin", type=float, default=0.1)
     t.add_argument("--rules", type=_weights, default={},
-                   help="rule weights, e.g. noise=1,mix=0,shift=1,near=2 (default all 1)")
+                   help="rule weights, e.g. noise=1,mix=0,near=2 (a rule not named keeps weight 1)")
     t.add_argument("--snr-db", type=_pairs, help="noise rule SNR range LOW,HIGH (default 0,20)")
     t.add_argument("--mix-db", type=_pairs,
                    help="mix partner level range LOW,HIGH in dB (default -10,0)")
