@@ -391,6 +391,7 @@ def test_short_clips_and_label_mismatch(tmp_path):
         refine_split(_untrained(tmp_path / "fc3.pt", "fc", 3), tmp_path / "cache")
 
 
+@pytest.mark.slow
 def test_clip_level_model_is_refused(tmp_path):
     path = _untrained(tmp_path / "cnn14.pt", "cnn14", 4)
     with pytest.raises(ConfigError, match="frame-level model"):
