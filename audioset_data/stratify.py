@@ -17,7 +17,7 @@ a 10 % part. Here each clip goes to the part with the largest open share of *all
 classes (each class's remaining want over the part's full want of it, summed over the clip's
 classes, plus the part's open share of its size weighed as eight classes), ties to the larger
 part, then at random. On the balanced list every class then lands within 6 clips of its target
-share, the rare ones within 2 (``benchmarks/results/stratify.md``).
+share, the rare ones within 2 (``benchmarks/results/interop.md``).
 """
 
 from __future__ import annotations
