@@ -169,7 +169,7 @@ def bench_hf(n: int, repeat: int) -> dict:
     from audioset_data.interop.huggingface import to_hf_dataset
     from audioset_data.reader import AudioSetCache
 
-    folder = WORK / "hf-cache"
+    folder = WORK / f"hf-cache-{n}"
     if not (folder / "READY").exists():
         from audioset_data.interop.panns import import_panns
         from audioset_data.labels import LabelIndex
