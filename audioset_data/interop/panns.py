@@ -199,7 +199,10 @@ def _open_datasets(h5: h5py.File, path: Path, n_labels: int
                    ) -> tuple[list[str], h5py.Dataset, np.ndarray, int]:
     missing = [d for d in ("audio_name", "waveform", "target") if d not in h5]
     if missing:
-        raise CacheError(f"{str(path)!r} is not in PANNs' layout: no dataset {missing[0]!r}")
+        hint = ("; it is an index file (hdf5_name, index_in_hdf5): import the waveform files "
+                "it names, one by one") if "index_in_hdf5" in h5 else ""
+        raise CacheError(f"{str(path)!r} is not in PANNs' layout: no dataset "
+                         f"{missing[0]!r}{hint}")
     wave, target = h5["waveform"], h5["target"]
     n = h5["audio_name"].shape[0]
     if wave.ndim != 2 or target.ndim != 2 or wave.shape[0] != n or target.shape[0] != n:
