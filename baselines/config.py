@@ -53,6 +53,7 @@ class TrainConfig:
     hidden: tuple[int, ...] = field(default=(1000, 1000, 1000))  # fc hidden layers
     resume: bool = True                   # continue from out/last.pt when it exists
     stop_after: int = 0                   # checkpoint and stop after N steps of this call
+    refined: str | None = None            # refined frame targets (audioset refine) to train on
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:

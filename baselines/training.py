@@ -161,6 +161,7 @@ class Trainer:
         self.mixup = Mixup(config.mixup, mode="permute", seed=config.seed + 2) \
             if config.mixup > 0 else None
 
+        self.refined = self._refined()
         self.sampler = self._sampler(targets)
         self.batches_per_epoch = max(1, len(self.sampler) // config.batch_size)
         self.total_steps = max(1, int(math.ceil(config.epochs * self.batches_per_epoch)))
@@ -178,6 +179,20 @@ class Trainer:
     # -- construction helpers -------------------------------------------------------------
     def _model_options(self) -> dict[str, Any]:
         return {"hidden": self.config.hidden} if self.config.model == "fc" else {}
+
+    def _refined(self) -> Any:
+        """Refined frame targets (``audioset refine``) aligned with the training clips."""
+        if not self.config.refined:
+            return None
+        if not self.frame_level:
+            raise ConfigError(f"refined targets are per 960 ms example; model "
+                              f"{self.config.model!r} scores whole clips")
+        if self.config.mixup > 0:
+            raise ConfigError("refined targets with mixup are not supported: set mixup 0")
+        from .refine import RefinedTargets
+
+        return RefinedTargets.load(self.config.refined, keys=self.train_set.keys,
+                                   label_mids=self.train_set.cache.label_mids)
 
     def _sampler(self, targets: Any) -> Any:
         from audioset_data.loaders import BalancedSampler, ShuffleSampler, WeightedSampler
@@ -257,12 +272,18 @@ class Trainer:
             x, clip_index = model_inputs(self.frontend, self.frame_level, wave, lengths)
             if self.specaugment is not None:
                 x = self.specaugment(x)
-            if clip_index is not None:
+            mask = None
+            if clip_index is not None and self.refined is not None:
+                ft, fm = self.refined.for_examples(batch["index"].numpy(),
+                                                   clip_index.cpu().numpy())
+                target = torch.as_tensor(ft, device=self.device)
+                mask = torch.as_tensor(fm, device=self.device)
+            elif clip_index is not None:
                 target = target[clip_index]
             if self.device.type == "cuda" and self.config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = self.net(x)
-        loss = self.criterion(logits.float(), target)
+        loss = self.criterion(logits.float(), target, mask)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:

@@ -196,3 +196,34 @@ def test_cli_without_torch_names_the_fix(monkeypatch):
         monkeypatch.delitem(sys.modules, name)
     assert main(["predict", "--checkpoint", "x.pt", "--source", "eval", "--scores",
                  "s.npz"]) == 2
+
+
+def test_training_on_refined_frame_targets_masks_the_dropped_frames(sound_caches, tmp_path):
+    from audioset_data.baselines import RefinedTargets, refine_split, train
+    from audioset_data.baselines.inference import model_inputs
+    from audioset_data.baselines.training import Trainer
+    from audioset_data.loaders.losses import prior_balanced_bce
+
+    first = train(_tiny(tmp_path / "weak", epochs=3.0, eval=None), progress=False)
+    # the sounds fill whole clips, so only a threshold near 1 drops frames here
+    refined = refine_split(first.checkpoint, "snd_train", threshold=0.999)
+    path = refined.path
+    assert path.parent == cache_dir("snd_train", sound_caches) / "refined"
+    assert RefinedTargets.load(path).kept.mean() < 1.0  # some frames were dropped
+    trainer = Trainer(_tiny(tmp_path / "refined", eval=None, refined=str(path)), progress=False)
+    batch = next(iter(trainer._loader(trainer.train_set, trainer.sampler, train=True)))
+    with torch.no_grad():
+        x, clip_index = model_inputs(trainer.frontend, True, batch["waveform"], batch["length"])
+        logits = trainer.net(x)
+    ft, fm = trainer.refined.for_examples(batch["index"].numpy(), clip_index.numpy())
+    expected = prior_balanced_bce(logits, torch.from_numpy(ft), trainer.criterion.pos_weight,
+                                  mask=torch.from_numpy(fm))
+    weak = prior_balanced_bce(logits, batch["target"].float()[clip_index],
+                              trainer.criterion.pos_weight)
+    got = trainer.train_step(batch)
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    assert float(got) != pytest.approx(float(weak), rel=1e-3)
+    with pytest.raises(ConfigError, match="scores whole clips"):
+        Trainer(_tiny(tmp_path / "c", model="cnn14", eval=None, refined=str(path)))
+    with pytest.raises(ConfigError, match="mixup"):
+        Trainer(_tiny(tmp_path / "m", eval=None, refined=str(path), mixup=0.5))
