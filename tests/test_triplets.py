@@ -273,10 +273,10 @@ def test_batches_are_seeded_and_resume_from_state(clicks):
 def masked(tmp_path_factory) -> dict[str, object]:
     """A trained fc trunk on one masked-band cache, and a held-out cache of the same kind."""
     root = tmp_path_factory.mktemp("masked")
-    masked_band_cache(root / "train", per_class=8, seed=1, prefix="mtr")
+    masked_band_cache(root / "train", per_class=16, seed=1, prefix="mtr")
     keys, targets = masked_band_cache(root / "held", per_class=8, seed=101, prefix="mhe")
     config = TripletConfig(model="fc", train=str(root / "train"), out=str(root / "run"),
-                           steps=100, batch_size=32, lr=3e-3, hidden=(256, 64), device="cpu",
+                           steps=150, batch_size=32, lr=3e-3, hidden=(256, 64), device="cpu",
                            log_every=10, checkpoint_every=0,
                            rules=TripletRules(near_frames=150))
     trainer = TripletTrainer(config, progress=False)
@@ -300,11 +300,11 @@ def _loss(trainer: TripletTrainer, batches: list) -> float:
 
 @pytest.mark.slow
 def test_training_lowers_the_triplet_loss(masked):
-    # random trunks already satisfy most triplets (small loss at the start); across cache
-    # seeds 100 steps cut it by 25-90 %
-    assert masked["after"] < 0.8 * masked["before"]
-    assert masked["result"].step == 100 and masked["result"].checkpoint.is_file()
-    assert len(masked["result"].history) == 10
+    # random trunks already satisfy most triplets (small loss at the start); for cache
+    # seeds 1-4, 150 steps cut it by 45-90 %
+    assert masked["after"] < 0.6 * masked["before"]
+    assert masked["result"].step == 150 and masked["result"].checkpoint.is_file()
+    assert len(masked["result"].history) == 15
 
 
 def _held_frames(masked) -> tuple[np.ndarray, np.ndarray, np.ndarray, AudioSetDataset]:
@@ -325,8 +325,8 @@ def test_embedding_neighbours_share_labels_more_often_than_log_mel(masked):
     raw = max(neighbour_agreement(flat, targets[ci], ci, metric="euclidean"),
               neighbour_agreement(flat, targets[ci], ci),
               neighbour_agreement(x.mean(dim=1).numpy(), targets[ci], ci, metric="euclidean"))
-    # a small effect: over cache seeds 1-4 (this is seed 1) ours 0.89-0.98, the best
-    # log-mel variant 0.90-0.91; ours ahead for 3 of the 4 seeds, by about 0.05 here
+    # for cache seeds 1-4 (this is seed 1) ours 0.93-0.98, the best log-mel variant
+    # 0.90-0.91: ours ahead for each, by 0.016-0.07 (0.055 here)
     assert ours > raw
     assert ours > 0.85
 
