@@ -20,6 +20,7 @@ import dataclasses
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -239,20 +240,31 @@ class TripletTrainer:
                    disable=not self.progress)
         loss = float("nan")
         t0, seen = time.perf_counter(), 0
-        while self.step < end:
-            loss = self.train_step(next(self.sampler))
-            self.step += 1
-            seen += c.batch_size
-            bar.update(1)
-            if self.step % max(1, c.log_every) == 0 or self.step == c.steps:
-                dt = time.perf_counter() - t0
-                self._log({"step": self.step, "loss": loss,
-                           "lr": self.scheduler.get_last_lr()[0],
-                           "triplets_per_s": seen / max(dt, 1e-9)})
-                bar.set_postfix(loss=f"{loss:.4f}")
-                t0, seen = time.perf_counter(), 0
-            if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                self.save()
+        # batch i is a pure function of (seed, i): the next one is read and turned into
+        # log-mel in a thread while this one trains, without changing what is drawn
+        pool = ThreadPoolExecutor(1, thread_name_prefix="triplets")
+        ahead = pool.submit(self.sampler.batch, self.sampler.step) if self.step < end else None
+        try:
+            while ahead is not None:
+                batch = ahead.result()
+                self.sampler.step += 1
+                ahead = (pool.submit(self.sampler.batch, self.sampler.step)
+                         if self.step + 1 < end else None)
+                loss = self.train_step(batch)
+                self.step += 1
+                seen += c.batch_size
+                bar.update(1)
+                if self.step % max(1, c.log_every) == 0 or self.step == c.steps:
+                    dt = time.perf_counter() - t0
+                    self._log({"step": self.step, "loss": loss,
+                               "lr": self.scheduler.get_last_lr()[0],
+                               "triplets_per_s": seen / max(dt, 1e-9)})
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    t0, seen = time.perf_counter(), 0
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save()
+        finally:
+            pool.shutdown(cancel_futures=True)
         bar.close()
         path = self.save()
         return TripletResult(self.step, loss, self.out, path, self.history)
