@@ -268,6 +268,24 @@ def test_batches_are_seeded_and_resume_from_state(clicks):
         b.load_state_dict({"seed": 5, "step": 0})
 
 
+def test_short_clips_give_patches_only_within_their_length(tmp_path):
+    waves = click_waves(4, 3.0, seed=7)
+    waves[1] = waves[1][: int(1.5 * RATE)]
+    waves[2] = waves[2][: int(0.5 * RATE)]  # shorter than one 0.975-s patch
+    write_cache(tmp_path / "c", waves, np.eye(4, dtype=bool), prefix="sho")
+    data = AudioSetDataset(tmp_path / "c", dtype="int16")
+    s = sampler(data, batch_size=200, noise=1, mix=1, shift=1, near=1)
+    assert s.eligible.tolist() == [0, 1, 3]
+    b = next(s)
+    clips = np.concatenate([b.anchor_clip, b.negative_clip, b.partner_clip[b.partner_clip >= 0]])
+    assert 2 not in clips
+    lengths = np.array([len(w) for w in waves])
+    for clip, frame in ((b.anchor_clip, b.anchor_frame), (b.anchor_clip, b.positive_frame),
+                        (b.negative_clip, b.negative_frame)):
+        assert (frame * 160 + s.segment <= lengths[clip]).all()
+    assert b.positive_frame[b.anchor_clip == 1].max() > 40  # the 1.5-s clip is used whole
+
+
 # -- training -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def masked(tmp_path_factory) -> dict[str, object]:
