@@ -129,7 +129,7 @@ def test_loss_weight_figure_is_drawn_from_the_real_counts(tmp_path, shared_data)
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q",
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict",
                            "-f", str(REPO / "mkdocs.yml"), "-d", str(tmp_path / "site")],
                           cwd=REPO, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))

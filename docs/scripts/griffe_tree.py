@@ -13,6 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import event_priority
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +36,7 @@ def build_tree(tree: Path = TREE) -> Path:
 
 
 @event_priority(100)
-def on_config(config):
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
     """Build the tree before mkdocstrings reads its search paths."""
     build_tree()
     return config
