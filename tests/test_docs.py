@@ -17,16 +17,18 @@ DOCS = REPO / "docs"
 QUICKSTART = DOCS / "quickstart.md"
 BIN = Path(sys.executable).parent
 
-#: A runnable block: a fence whose title starts with "step", e.g. ```bash title="step 2: x"
-STEP = re.compile(r'^```(bash|python) title="(step [^"]*)"\n(.*?)^```$', re.M | re.S)
+#: A runnable block: a fence whose title starts with "step" (the quickstart) or "example" (a
+#: guide's example run in a cache folder), e.g. ```bash title="step 2: download"
+STEP = re.compile(r'^```(bash|python) title="((?:step|example)[^"]*)"\n(.*?)^```$', re.M | re.S)
 DOWNLOAD = re.compile(r"^audioset download --split \S+.*$", re.M)
 SPLIT_FLAG = re.compile(r"(--(?:split|train|eval|source)) (?:balanced|eval)\b")
 SPLIT_STR = re.compile(r"""(["'])(?:balanced|eval)\1""")
 
 
-def steps(text: str) -> list[tuple[str, str, str]]:
-    """``(language, title, code)`` of every runnable block, in page order."""
-    return [(m.group(1), m.group(2), m.group(3)) for m in STEP.finditer(text)]
+def steps(text: str, kind: str = "step") -> list[tuple[str, str, str]]:
+    """``(language, title, code)`` of every runnable block of ``kind``, in page order."""
+    return [(m.group(1), m.group(2), m.group(3)) for m in STEP.finditer(text)
+            if m.group(2).startswith(kind)]
 
 
 def on_demo(lang: str, code: str, demo_done: bool) -> str:
@@ -98,6 +100,31 @@ def test_quickstart_runs_as_written_on_the_demo(tmp_path, shared_data, data_root
     batch = outputs["step 3: load a batch"]
     assert "(8, 527)" in batch.replace("torch.Size([8, 527])", "(8, 527)")
     assert "mAP" in outputs["step 5: evaluate in Python"]
+
+
+def test_cache_format_examples_read_a_cache_without_the_package(tmp_path, shared_data):
+    """The guide's h5py and sqlite3 examples, run in a demo cache, agree with the reader."""
+    import audioset_data
+    from audioset_data.demo import run_demo
+
+    run_demo(root=tmp_path, csv_base_url=str(shared_data / "segments"), n_clips=6, workers=2,
+             progress=False)
+    folder = tmp_path / "cache" / "demo"
+    blocks = steps((DOCS / "guides" / "cache-format.md").read_text(), "example")
+    assert len(blocks) == 2
+    out = []
+    for _, title, code in blocks:
+        proc = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, f"{title}:\n{proc.stderr[-2000:]}"
+        out.append(proc.stdout.splitlines())
+    cache = audioset_data.open_cache("demo", root=tmp_path)
+    rows = [line.split() for line in out[1]]
+    first = cache.position(next(r[0] for r in rows if r[1:3] == ["shard-00000.h5", "0"]))
+    ytid, start, rate = out[0][0].split()[:3]
+    assert (ytid, float(start), int(rate)) == (cache[first]["ytid"], cache[first]["start"],
+                                               cache.sample_rate)
+    assert [r[0] for r in rows] == list(cache.keys()) and len(rows) == len(cache) > 0
 
 
 def test_every_picture_in_the_docs_comes_from_the_figure_script():
