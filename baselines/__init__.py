@@ -1,4 +1,4 @@
-"""Baseline models, one training loop, the reference benchmark and exemplar mining (torch).
+"""Baseline models, training, the reference benchmark and the seed's methods (needs torch).
 
 Names are imported on first use, so ``import audioset_data.baselines.config`` (the training
 options) works without loading torch.
@@ -31,6 +31,23 @@ _LAZY = {
     "strong_comparison": "audioset_data.baselines.refine",
     "format_comparison": "audioset_data.baselines.refine",
     "normalised_scores": "audioset_data.baselines.refine",
+    "TripletRules": "audioset_data.baselines.triplets",
+    "TripletSampler": "audioset_data.baselines.triplets",
+    "TripletBatch": "audioset_data.baselines.triplets",
+    "triplet_loss": "audioset_data.baselines.triplets",
+    "shift_mel_bins": "audioset_data.baselines.triplets",
+    "RULES": "audioset_data.baselines.triplets",
+    "TripletConfig": "audioset_data.baselines.triplet_training",
+    "TripletTrainer": "audioset_data.baselines.triplet_training",
+    "TripletResult": "audioset_data.baselines.triplet_training",
+    "train_triplets": "audioset_data.baselines.triplet_training",
+    "export_embeddings": "audioset_data.baselines.triplet_training",
+    "load_embeddings": "audioset_data.baselines.triplet_training",
+    "Embeddings": "audioset_data.baselines.triplet_training",
+    "neighbour_agreement": "audioset_data.baselines.triplet_training",
+    "labelled_subset": "audioset_data.baselines.triplet_training",
+    "linear_probe": "audioset_data.baselines.triplet_training",
+    "semi_supervised": "audioset_data.baselines.triplet_training",
     "mine": "audioset_data.baselines.mining",
     "MiningResult": "audioset_data.baselines.mining",
     "read_examples": "audioset_data.baselines.mining",
