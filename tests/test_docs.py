@@ -73,33 +73,56 @@ def test_substitution_reaches_every_split_name():
     assert on_demo("bash", "audioset download --split eval --workers 8", True) == "true"
 
 
-@pytest.mark.slow
-def test_quickstart_runs_as_written_on_the_demo(tmp_path, shared_data, data_root):
-    env = dict(os.environ, AUDIOSET_DATA_HOME=str(data_root), OMP_NUM_THREADS="1",
-               AUDIOSET_ONTOLOGY_BASE_URL=str(shared_data / "ontology"),
-               AUDIOSET_CSV_BASE_URL=str(shared_data / "segments"),
-               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MPLBACKEND="Agg")
-    work = tmp_path / "work"
-    work.mkdir()
-    done = False
+def _env(data_root: Path, shared_data: Path) -> dict[str, str]:
+    return dict(os.environ, AUDIOSET_DATA_HOME=str(data_root), OMP_NUM_THREADS="1",
+                AUDIOSET_ONTOLOGY_BASE_URL=str(shared_data / "ontology"),
+                AUDIOSET_CSV_BASE_URL=str(shared_data / "segments"),
+                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", MPLBACKEND="Agg")
+
+
+def run_steps(page: Path, work: Path, env: dict[str, str], demo_done: bool = False
+              ) -> dict[str, str]:
+    """Run the page's step blocks in order in ``work``, as on the demo; their outputs."""
     outputs = {}
-    for i, (lang, title, code) in enumerate(steps(QUICKSTART.read_text())):
-        code = on_demo(lang, code, done)
-        done = done or "audioset demo" in code
-        script = work / f"step{i}.{'sh' if lang == 'bash' else 'py'}"
+    for i, (lang, title, code) in enumerate(steps(page.read_text())):
+        code = on_demo(lang, code, demo_done)
+        demo_done = demo_done or "audioset demo" in code
+        script = work / f"{page.stem}-step{i}.{'sh' if lang == 'bash' else 'py'}"
         script.write_text(("set -euo pipefail\n" if lang == "bash" else "") + code)
         cmd = ["bash", str(script)] if lang == "bash" else [sys.executable, str(script)]
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                               timeout=240)
-        assert proc.returncode == 0, f"{title} failed:\n{code}\n{proc.stdout[-3000:]}\n" \
-                                     f"{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, f"{page.name}, {title} failed:\n{code}\n" \
+                                     f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
         outputs[title] = proc.stdout
+    return outputs
+
+
+@pytest.mark.slow
+def test_quickstart_runs_as_written_on_the_demo(tmp_path, shared_data, data_root):
+    work = tmp_path / "work"
+    work.mkdir()
+    outputs = run_steps(QUICKSTART, work, _env(data_root, shared_data))
     assert (data_root / "cache" / "demo").is_dir()
     assert (work / "runs" / "fc" / "last.pt").is_file()
     assert (work / "fc.npz").is_file() and (work / "fc-eval.json").is_file()
     batch = outputs["step 3: load a batch"]
     assert "(8, 527)" in batch.replace("torch.Size([8, 527])", "(8, 527)")
     assert "mAP" in outputs["step 5: evaluate in Python"]
+
+
+@pytest.mark.slow
+def test_interop_guide_runs_on_the_demo(tmp_path, shared_data, data_root):
+    pytest.importorskip("datasets")
+    pytest.importorskip("lhotse")
+    from audioset_data.demo import run_demo
+
+    run_demo(root=data_root, csv_base_url=str(shared_data / "segments"), n_clips=6,
+             workers=2, progress=False)
+    outputs = run_steps(DOCS / "guides" / "interop.md", tmp_path, _env(data_root, shared_data),
+                        demo_done=True)
+    n_cache, n_hf, n_rec, n_cuts = map(int, outputs["step 2: read the exports back"].split())
+    assert n_cache == n_hf == n_rec == n_cuts > 0
 
 
 def test_cache_format_examples_read_a_cache_without_the_package(tmp_path, shared_data):
