@@ -163,6 +163,8 @@ class Trainer:
 
         self.refined = self._refined()
         self.sampler = self._sampler(targets)
+        # an epoch shorter than one batch still trains: one smaller batch per epoch
+        self.drop_last = len(self.sampler) >= config.batch_size
         self.batches_per_epoch = max(1, len(self.sampler) // config.batch_size)
         self.total_steps = max(1, int(math.ceil(config.epochs * self.batches_per_epoch)))
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -209,7 +211,8 @@ class Trainer:
         c = self.config
         return torch.utils.data.DataLoader(
             dataset, batch_size=c.batch_size, sampler=sampler, collate_fn=self.collate,
-            num_workers=c.num_workers, drop_last=train, persistent_workers=False,
+            num_workers=c.num_workers, drop_last=train and self.drop_last,
+            persistent_workers=False,
             pin_memory=self.device.type == "cuda",
             # a loader of its own draws the worker seeds, so building one at a resume point
             # leaves the global RNG (dropout) exactly where an uninterrupted run has it
@@ -341,6 +344,7 @@ class Trainer:
                 state["position"] = self.consumed
                 self.sampler.load_state_dict(state)
             loader = self._loader(self.train_set, self.sampler, train=True)
+            step_before = self.step
             for batch in loader:
                 loss_t = self.train_step(batch)
                 self.step += 1
@@ -362,6 +366,9 @@ class Trainer:
                 if self.step >= end:
                     break
             else:
+                if self.step == step_before and not self.consumed:
+                    raise ConfigError(f"an epoch of {self.config.train!r} gave no batch: "
+                                      f"the sampler has {len(self.sampler)} clips")
                 self.epoch += 1
                 self.consumed = 0
                 continue

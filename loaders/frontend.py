@@ -56,19 +56,29 @@ class FrontEndConfig:
 
     Parameters
     ----------
-    sample_rate : model rate in Hz; input at another rate is resampled to it.
-    n_fft, win_length, hop_length : FFT size, Hann window length and hop, in samples.
-    n_mels, fmin, fmax : mel bands and their frequency range in Hz.
-    power : 1 for the magnitude spectrum (VGGish), 2 for the power spectrum (PANNs).
-    mel_scale : ``"htk"``: HTK mel formula, triangles drawn in mel space, DC bin zeroed, no
+    sample_rate
+        Model rate in Hz; input at another rate is resampled to it.
+    n_fft, win_length, hop_length
+        FFT size, Hann window length and hop, in samples.
+    n_mels, fmin, fmax
+        Mel bands and their frequency range in Hz.
+    power
+        1 for the magnitude spectrum (VGGish), 2 for the power spectrum (PANNs).
+    mel_scale
+        ``"htk"``: HTK mel formula, triangles drawn in mel space, DC bin zeroed, no
         normalisation (VGGish); ``"slaney"``: Slaney's mel formula, triangles drawn in Hz,
         each band scaled to unit area (librosa's default, used by PANNs).
-    log : ``"offset"``: ``ln(mel + log_offset)``; ``"db"``: ``10 log10(max(mel, log_offset))``.
-    log_offset : the stabiliser of the log (0.01 in VGGish, 1e-10 in PANNs).
-    center : pad ``n_fft // 2`` samples by reflection at both ends so frame ``i`` is centred
-        on sample ``i * hop_length`` (PANNs); without it frame ``i`` starts there (VGGish).
-    window : only ``"hann"`` (periodic) is supported.
-    example_frames : frames per example for :meth:`LogMel.examples`.
+    log
+        ``"offset"``: ``ln(mel + log_offset)``; ``"db"``: ``10 log10(max(mel, log_offset))``.
+    log_offset
+        The stabiliser of the log (0.01 in VGGish, 1e-10 in PANNs).
+    center
+        Pad ``n_fft // 2`` samples by reflection at both ends so frame ``i`` is centred on
+        sample ``i * hop_length`` (PANNs); without it frame ``i`` starts there (VGGish).
+    window
+        Only ``"hann"`` (periodic) is supported.
+    example_frames
+        Frames per example for :meth:`LogMel.examples`.
     """
 
     sample_rate: int = 16000
@@ -196,14 +206,16 @@ def _as_lengths(lengths: torch.Tensor | Sequence[int] | None, batch: int,
 class LogMel(nn.Module):
     """Log-mel spectrogram of a batch of clips, ``(batch, samples) -> (batch, frames, n_mels)``.
 
-    Parameters
-    ----------
-    config : the front end settings (:data:`VGGISH` by default).
-    input_rate : the rate of the waveforms given to :meth:`forward` (the cache's rate);
-        ``None`` means ``config.sample_rate``. Other rates are resampled in torch.
-
     Output is float64 for float64 input and float32 otherwise. Move the module with
     ``.to(device)``; the input must be on the same device.
+
+    Parameters
+    ----------
+    config
+        The front end settings (:data:`VGGISH` by default).
+    input_rate
+        The rate of the waveforms given to :meth:`forward` (the cache's rate); ``None`` means
+        ``config.sample_rate``. Other rates are resampled in torch.
     """
 
     def __init__(self, config: FrontEndConfig = VGGISH, input_rate: int | None = None) -> None:

@@ -32,10 +32,14 @@ class SpecAugment(nn.Module):
 
     Parameters
     ----------
-    time_masks, time_width : stripes of frames per example, each up to ``time_width`` frames.
-    freq_masks, freq_width : stripes of mel bands per example, each up to ``freq_width`` bands.
-    generator : the source of randomness; seed one for reproducible masks.
-    fill : the value written into masked cells (0 by default, as in PANNs).
+    time_masks, time_width
+        Stripes of frames per example, each up to ``time_width`` frames.
+    freq_masks, freq_width
+        Stripes of mel bands per example, each up to ``freq_width`` bands.
+    generator
+        The source of randomness; seed one for reproducible masks.
+    fill
+        The value written into masked cells (0 by default, as in PANNs).
     """
 
     def __init__(self, time_masks: int = 2, time_width: int = 24, freq_masks: int = 2,

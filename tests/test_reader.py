@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +112,9 @@ def _read_in_child(cache: AudioSetCache) -> list[int]:
     return [int(np.argmax(cache[i]["waveform"])) for i in range(len(cache))]
 
 
-def test_pickles_for_spawned_workers(tmp_path):
+def test_pickles_for_spawned_workers(tmp_path, monkeypatch):
+    # the spawned child imports this module by name to find _read_in_child: give it the repo
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     folder = tmp_path / "c"
     _build(folder, 5)
     cache = open_cache(folder=folder)

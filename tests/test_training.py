@@ -227,3 +227,11 @@ def test_training_on_refined_frame_targets_masks_the_dropped_frames(sound_caches
         Trainer(_tiny(tmp_path / "c", model="cnn14", eval=None, refined=str(path)))
     with pytest.raises(ConfigError, match="mixup"):
         Trainer(_tiny(tmp_path / "m", eval=None, refined=str(path), mixup=0.5))
+
+
+def test_a_batch_larger_than_the_split_still_trains(sound_caches, tmp_path):
+    from audioset_data.baselines import train
+
+    result = train(_tiny(tmp_path / "big", batch_size=64, epochs=2.0, eval=None),
+                   progress=False)
+    assert result.step == 2 and result.epoch == 1  # one 48-clip batch per epoch
