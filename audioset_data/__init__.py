@@ -6,12 +6,10 @@ imports torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from . import errors as _errors
 from .config import data_home
 from .errors import *  # noqa: F403 - the exception hierarchy is part of the top-level API
+from .lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -29,10 +27,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'audioset_data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

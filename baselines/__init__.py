@@ -6,8 +6,7 @@ options) works without loading torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from audioset_data.lazy import lazy_getattr
 
 _LAZY = {
     "TrainConfig": "audioset_data.baselines.config",
@@ -62,10 +61,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'audioset_data.baselines' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = list(_LAZY)

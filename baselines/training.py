@@ -54,7 +54,9 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` → this process's GPU when there is one, else the CPU; a named device is
+    checked."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -97,7 +99,8 @@ def _dataset(kind: Any, source: str, config: TrainConfig) -> Any:
     return data
 
 
-def _rng_seed(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
     import random
 
     random.seed(seed)
@@ -120,7 +123,7 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.rank, self.world, local = _init_distributed(config.device)
-        self.device = _device(config.device, local)
+        self.device = resolve_device(config.device, local)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.bf16 = config.precision == "bf16" or (config.precision == "auto"
@@ -128,7 +131,7 @@ class Trainer:
         self.out = Path(config.out)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        _rng_seed(config.seed)
+        seed_everything(config.seed)
 
         self.train_set = _dataset(AudioSetDataset, config.train, config)
         self.eval_set = _dataset(AudioSetDataset, config.eval, config) if config.eval else None

@@ -40,7 +40,7 @@ from .checkpoint import file_digest, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .inference import frontend_for
 from .models import build_model
-from .training import warmup_cosine
+from .training import resolve_device, seed_everything, warmup_cosine
 from .triplets import TripletRules, TripletSampler, triplet_loss
 
 logger = logging.getLogger(__name__)
@@ -133,23 +133,6 @@ class TripletResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r} but this machine has no usable CUDA device")
-    return dev
-
-
-def _seed_all(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class TripletTrainer:
     """The state of one triplet run; :meth:`fit` trains it. Most users call
     :func:`train_triplets`."""
@@ -159,10 +142,10 @@ class TripletTrainer:
 
         self.config = config
         self.progress = progress
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         self.out = Path(config.out)
         self.out.mkdir(parents=True, exist_ok=True)
-        _seed_all(config.seed)
+        seed_everything(config.seed)
         data = AudioSetDataset(config.train, root=config.root, dtype="int16")
         if config.max_clips and len(data) > config.max_clips:
             data = AudioSetDataset(data.cache, selection=np.arange(config.max_clips),
