@@ -12,9 +12,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .. import __version__
-from ..errors import AudioSetError
+from ..errors import AudioSetError, ConfigError
 
 #: Modules under ``audioset_data.cli`` that each add one sub-command.
 COMMANDS = ("ontology", "segments", "download", "cache", "evaluate", "train", "mine", "refine",
@@ -60,6 +61,18 @@ def verbosity(args: argparse.Namespace) -> int:
     """How many ``-v`` were given, before and after the sub-commands."""
     return sum(int(v) for k, v in vars(args).items()
                if k == "verbose" or k.startswith("verbose_"))
+
+
+def baselines_module(name: str) -> Any:
+    """``audioset_data.baselines.<name>``, imported when a command runs; a missing torch
+    becomes a :class:`ConfigError` that says how to install it."""
+    try:
+        return importlib.import_module(f"audioset_data.baselines.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            raise ConfigError("this command needs torch: pip install torch "
+                              "(or audioset-data[torch])") from None
+        raise
 
 
 def add_root_options(parser: argparse.ArgumentParser) -> None:

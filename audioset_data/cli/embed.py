@@ -89,14 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _module():  # noqa: ANN202 - imported late so the CLI runs without torch
-    try:
-        from ..baselines import triplet_training
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise ConfigError("this command needs torch: pip install torch "
-                              "(or audioset-data[torch])") from None
-        raise
-    return triplet_training
+    from . import baselines_module
+
+    return baselines_module("triplet_training")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -44,13 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _mine(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError(f"--k {args.k}: the number of candidates must be at least 1")
-    try:
-        from ..baselines.mining import mine
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise ConfigError("this command needs torch: pip install torch "
-                              "(or audioset-data[torch])") from None
-        raise
+    from . import baselines_module
+
+    mine = baselines_module("mining").mine
     result = mine(args.split, args.examples, args.k, root=args.root,
                   checkpoint=args.checkpoint, labels=args.label, out=args.out,
                   cluster=not args.all_frames, batch_size=args.batch_size, device=args.device,

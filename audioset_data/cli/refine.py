@@ -42,13 +42,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _refine(args: argparse.Namespace) -> int:
-    try:
-        from ..baselines.refine import check_threshold, format_kept, refine_split
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise ConfigError("this command needs torch: pip install torch "
-                              "(or audioset-data[torch])") from None
-        raise
+    from . import baselines_module
+
+    refine = baselines_module("refine")
+    check_threshold, format_kept, refine_split = (refine.check_threshold, refine.format_kept,
+                                                  refine.refine_split)
     check_threshold(args.threshold)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")

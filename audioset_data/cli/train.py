@@ -11,18 +11,13 @@ import sys
 from ..errors import ConfigError
 
 
-def _torch_missing() -> ConfigError:
-    return ConfigError("this command needs torch: pip install torch (or audioset-data[torch])")
+def _baselines():  # noqa: ANN202 - the package, imported late so the CLI runs without torch
+    from . import baselines_module
 
+    for name in ("training", "benchmark", "prediction"):
+        baselines_module(name)
+    from .. import baselines
 
-def _baselines():  # noqa: ANN202 - the module, imported late so the CLI runs without torch
-    try:
-        from .. import baselines
-        from ..baselines import benchmark, prediction, training  # noqa: F401 - need torch
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise _torch_missing() from None
-        raise
     return baselines
 
 
