@@ -2,7 +2,7 @@
 semi-supervised experiment and nearest-neighbour label agreement.
 
 SYNTHETIC DATA ONLY. Each run writes two masked-band caches with the tests' generator
-(``tests/test_triplets.py``: 4-s clips, class k a narrow band at its own centre under a loud
+(``tests/triplet_caches.py``: 4-s clips, class k a narrow band at its own centre under a loud
 background whose spectral colour changes every second; every third clip carries two classes):
 an unlabelled training cache and a held-out evaluation cache from other seeds. An ``fc`` trunk
 is trained on triplets of the training cache (all four rules, weights 1) without labels. Then,
@@ -45,9 +45,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests"))  # the masked-band cache generator of the tests
+sys.path.insert(0, str(REPO / "tests"))  # the masked-band cache generator the tests share
 
-from test_triplets import masked_band_cache  # noqa: E402
+from triplet_caches import masked_band_cache  # noqa: E402
 
 from audioset_data.baselines.triplet_training import (  # noqa: E402
     TripletConfig,
