@@ -31,7 +31,6 @@ Examples
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -45,13 +44,9 @@ import scipy.sparse as sp
 from audioset_data.config import PathLike
 from audioset_data.errors import OntologyError, UnknownClassError
 
-from .records import (
-    KNOWN_RESTRICTIONS,
-    OntologyClass,
-    PositiveExample,
-    _parse_entry,
-    parse_example,
-)
+from .build import build_graph, file_bytes, json_records, node_link_records
+from .closure import COUNT_CAP, closure_matrix, closure_sets, path_counts
+from .records import KNOWN_RESTRICTIONS, OntologyClass, PositiveExample, parse_example
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +62,6 @@ DEFAULT_MAX_DEPTH = 100
 DEFAULT_MAX_CLOSURE = 1_000_000
 #: ``paths_to_root`` refuses classes with more paths than this (the official file's most is 4).
 DEFAULT_MAX_PATHS = 10_000
-#: Path counts saturate here, so counting never grows into huge integers.
-_COUNT_CAP = 1 << 62
 
 
 
@@ -111,76 +104,9 @@ class Ontology(Mapping[str, OntologyClass]):
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> None:
-        if not isinstance(records, list | tuple):
-            raise OntologyError(
-                f"{source}: the top level is a {type(records).__name__}, expected a list of "
-                "class objects"
-            )
-        if not records:
-            raise OntologyError(f"{source}: the list of classes is empty; an ontology needs "
-                                "at least one class")
-        if max_depth < 1:
-            raise OntologyError(f"{source}: max_depth must be 1 or more, not {max_depth}")
-        if len(records) > max_entries:
-            raise OntologyError(
-                f"{source}: {len(records)} entries is over the limit of {max_entries} "
-                "(raise max_entries to accept it)"
-            )
-        classes: dict[str, OntologyClass] = {}
-        positions: dict[str, int] = {}
-        for position, entry in enumerate(records):
-            cls = _parse_entry(entry, position, source)
-            if cls.id in classes:
-                raise OntologyError(
-                    f"{source}: entry {position}: duplicate id {cls.id!r} "
-                    f"(first defined by entry {positions[cls.id]})"
-                )
-            classes[cls.id] = cls
-            positions[cls.id] = position
-
-        graph = nx.DiGraph(source=source)
-        for cls in classes.values():
-            graph.add_node(cls.id, **_node_attrs(cls))
-        n_parents = dict.fromkeys(classes, 0)
-        for cls in classes.values():
-            for child in cls.child_ids:
-                if child not in classes:
-                    raise OntologyError(
-                        f"{source}: entry {positions[cls.id]} (id {cls.id!r}, "
-                        f"{cls.name!r}): child id {child!r} is not defined in the ontology"
-                    )
-                graph.add_edge(cls.id, child)
-                n_parents[child] += 1
-
-        # Kahn's algorithm: a topological order (roots in file order first) and the shortest
-        # and longest path from a root to every class, in one pass without recursion.
-        topo = [c for c, n in n_parents.items() if n == 0]
-        shallow = dict.fromkeys(topo, 1)
-        deep = dict.fromkeys(topo, 1)
-        for node in topo:  # grows while it is walked
-            below_min, below_max = shallow[node] + 1, deep[node] + 1
-            for child in classes[node].child_ids:
-                if below_min < shallow.get(child, below_min + 1):
-                    shallow[child] = below_min
-                if below_max > deep.get(child, 0):
-                    deep[child] = below_max
-                n_parents[child] -= 1
-                if n_parents[child] == 0:
-                    if deep[child] > max_depth:
-                        raise OntologyError(
-                            f"{source}: entry {positions[child]} (id {child!r}, "
-                            f"{classes[child].name!r}) ends a path of {deep[child]} classes "
-                            f"from a root, over the depth limit of {max_depth} "
-                            "(raise max_depth to accept it)"
-                        )
-                    topo.append(child)
-        if len(topo) < len(classes):
-            cycle = nx.find_cycle(graph)
-            ids = [u for u, _ in cycle] + [cycle[0][0]]
-            raise OntologyError(
-                f"{source}: the child links form a cycle: {' -> '.join(ids)} "
-                f"(at id {cycle[0][0]!r})"
-            )
+        built = build_graph(records, source, max_entries=max_entries, max_depth=max_depth)
+        classes, graph, topo = built.classes, built.graph, built.topo
+        shallow, deep = built.shallow, built.deep
 
         by_name: dict[str, str] = {}
         by_folded: dict[str, str] = {}
@@ -232,24 +158,7 @@ class Ontology(Mapping[str, OntologyClass]):
         max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> Ontology:
         """Parse JSON text; a syntax error is reported with its line and column."""
-        if len(text) > max_bytes:
-            raise OntologyError(
-                f"{source}: {len(text)} bytes is over the limit of {max_bytes} "
-                "(raise max_bytes to accept it)"
-            )
-        if isinstance(text, bytes):
-            try:
-                text = text.decode("utf-8-sig")
-            except UnicodeDecodeError as exc:
-                raise OntologyError(f"{source}: not UTF-8 text ({exc})") from None
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise OntologyError(
-                f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
-        except RecursionError:
-            raise OntologyError(f"{source}: JSON nested too deeply") from None
+        records = json_records(text, source, max_bytes)
         return cls(records, source, max_entries=max_entries, max_depth=max_depth,
                    max_closure=max_closure)
 
@@ -272,19 +181,7 @@ class Ontology(Mapping[str, OntologyClass]):
             limit (see :class:`Ontology`).
         """
         path = Path(path)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise OntologyError(f"ontology file {str(path)!r} does not exist") from None
-        if size > max_bytes:
-            raise OntologyError(
-                f"{path}: {size} bytes is over the limit of {max_bytes} "
-                "(raise max_bytes to accept it)"
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise OntologyError(f"{path}: cannot be read ({exc})") from None
+        data = file_bytes(path, max_bytes)
         return cls.from_json_text(data, source=str(path), max_bytes=max_bytes,
                                   max_entries=max_entries, max_depth=max_depth,
                                   max_closure=max_closure)
@@ -333,29 +230,7 @@ class Ontology(Mapping[str, OntologyClass]):
         max_closure: int = DEFAULT_MAX_CLOSURE,
     ) -> Ontology:
         """Rebuild from the output of :meth:`to_node_link` (a dict or a JSON file path)."""
-        source = "<node-link>"
-        if not isinstance(data, Mapping):
-            source = str(data)
-            try:
-                data = json.loads(Path(data).read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise OntologyError(f"{source}: not a readable node-link JSON file ({exc})") \
-                    from None
-        if not isinstance(data, Mapping) or not isinstance(data.get("nodes"), list):
-            raise OntologyError(f"{source}: not node-link data (no 'nodes' list)")
-        nodes = data["nodes"]
-        children: dict[str, list[str]] = {}
-        for link in data.get("links", []):
-            if isinstance(link, Mapping):
-                children.setdefault(link.get("source"), []).append(link.get("target"))
-        records = []
-        for node in nodes:
-            if not isinstance(node, Mapping):
-                raise OntologyError(f"{source}: node {node!r} is not an object")
-            record = {k: node[k] for k in ("id", "name", "description", "citation_uri",
-                                           "positive_examples", "restrictions") if k in node}
-            record["child_ids"] = node.get("child_ids", children.get(node.get("id"), []))
-            records.append(record)
+        records, source = node_link_records(data)
         return cls(records, source, max_entries=max_entries, max_depth=max_depth,
                    max_closure=max_closure)
 
@@ -557,7 +432,7 @@ class Ontology(Mapping[str, OntologyClass]):
         cid = self.resolve(key)
         count = self._path_counts[cid]
         if count > max_paths:
-            many = f"{count:,}" if count < _COUNT_CAP else f"more than {_COUNT_CAP:,}"
+            many = f"{count:,}" if count < COUNT_CAP else f"more than {COUNT_CAP:,}"
             raise OntologyError(
                 f"{self.source}: class {cid!r} ({self._classes[cid].name!r}) has {many} paths "
                 f"to a root, over the limit of max_paths={max_paths:,} (raise max_paths to "
@@ -620,29 +495,15 @@ class Ontology(Mapping[str, OntologyClass]):
     # ------------------------------------------------------------------ matrices
     def _closure_sets(self, order: Iterable[str], links: Mapping[str, Any]
                       ) -> dict[str, frozenset[str]]:
-        """Ancestor (or descendant) sets: ``order`` lists every class after those that
-        ``links`` gives for it (its parents, or its children).
-
-        Both directions hold the same number of pairs, so one limit serves both; it is checked
-        as the sets grow, so a crafted file costs at most the limit before it is refused.
-        """
+        """Ancestor (or descendant) sets, refused past the closure limit (remembered, so a
+        crafted file is refused once and then fast)."""
         if self._closure_error is not None:
             raise OntologyError(self._closure_error)
-        limit = self._limits["max_closure"]
-        sets: dict[str, frozenset[str]] = {}
-        total = 0
-        for node in order:
-            near = links[node]
-            sets[node] = frozenset().union(*(sets[p] | {p} for p in near))
-            total += len(sets[node])
-            if total > limit:
-                self._closure_error = (
-                    f"{self.source}: the classes have more than {limit:,} (class, ancestor) "
-                    f"pairs in all (the count passed the limit at id {node!r}), over the "
-                    "closure limit (raise max_closure when loading to accept it)"
-                )
-                raise OntologyError(self._closure_error)
-        return sets
+        try:
+            return closure_sets(order, links, self._limits["max_closure"], self.source)
+        except OntologyError as exc:
+            self._closure_error = str(exc)
+            raise
 
     @cached_property
     def _ancestors(self) -> dict[str, frozenset[str]]:
@@ -654,28 +515,13 @@ class Ontology(Mapping[str, OntologyClass]):
 
     @cached_property
     def _path_counts(self) -> dict[str, int]:
-        """Number of paths from a root to each class (saturating at ``_COUNT_CAP``)."""
-        counts: dict[str, int] = {}
-        pred = self._graph.pred
-        for node in self._topo:
-            ups = pred[node]
-            counts[node] = min(sum(counts[p] for p in ups), _COUNT_CAP) if ups else 1
-        return counts
+        """Number of paths from a root to each class (saturating)."""
+        return path_counts(self._topo, self._graph.pred)
 
     @cached_property
     def _closure(self) -> sp.csr_array:
         """``C[i, j]`` true when class j is an ancestor of class i (file order), or i == j."""
-        rows: list[int] = []
-        cols: list[int] = []
-        for cid, ups in self._ancestors.items():
-            i = self._order[cid]
-            rows.append(i)
-            cols.append(i)
-            rows.extend([i] * len(ups))
-            cols.extend(self._order[u] for u in ups)
-        n = len(self)
-        data = np.ones(len(rows), dtype=bool)
-        return sp.csr_array((data, (np.asarray(rows), np.asarray(cols))), shape=(n, n))
+        return closure_matrix(self._ancestors, self._order)
 
     def _positions(self, keys: Iterable[str]) -> np.ndarray:
         order = self._order
@@ -746,17 +592,6 @@ class Ontology(Mapping[str, OntologyClass]):
         from .plot import plot_subtree
 
         return plot_subtree(self, root, path, depth=depth, **kwargs)
-
-
-def _node_attrs(cls: OntologyClass) -> dict[str, Any]:
-    return {
-        "name": cls.name,
-        "description": cls.description,
-        "citation_uri": cls.citation_uri,
-        "positive_examples": cls.positive_examples,
-        "child_ids": cls.child_ids,
-        "restrictions": tuple(sorted(cls.restrictions)),
-    }
 
 
 __all__ = [
