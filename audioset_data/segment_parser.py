@@ -21,12 +21,10 @@ and no more than a block of it is ever read.
 
 from __future__ import annotations
 
-import csv
 import functools
 import io
 import logging
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,6 +40,8 @@ from tqdm.auto import tqdm
 
 from .errors import SegmentsError
 from .labels import LabelIndex
+from .segment_rows import NUMBER as _NUMBER
+from .segment_rows import diagnose, excerpt
 from .targets import csr_from_columns
 from .video_ids import YTID_REGEX
 
@@ -57,19 +57,16 @@ MAX_LINE_BYTES = 16 << 10
 #: Bytes read per block (each block is cut after its last whole line).
 BLOCK_BYTES = 1 << 20
 _BOM = b"\xef\xbb\xbf"
-_NUMBER = r"[0-9]+(?:\.[0-9]*)?"
 _SEP = r"[ \t]*,[ \t]*"
 _ROW_RX = (
     rf"^(?P<ytid>{YTID_REGEX}){_SEP}(?P<start>{_NUMBER}){_SEP}(?P<end>{_NUMBER}){_SEP}"
     r'"(?P<labels>[^"]*)"[ \t]*$'
 )
-_YTID = re.compile(YTID_REGEX)
 _ID_BYTE = np.zeros(256, dtype=bool)  # the bytes a YouTube id may hold
 _ID_BYTE[np.frombuffer(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
                        np.uint8)] = True
 _MAX_INT_DIGITS = 9  # longer whole seconds take the regular path
 _PAD = 32  # zero bytes after a block, so the fast path may look past the last line
-_TRUNCATED = " (last line has no newline: the file looks truncated)"
 
 
 @dataclass
@@ -204,42 +201,6 @@ def _times_at(buf: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray] 
         milli += d
     dot += 1
     return milli / 1000.0, dot
-
-
-def diagnose(text: str, truncated: bool = False) -> str:
-    """Say in words why one line does not match the official row format."""
-    note = _TRUNCATED if truncated else ""
-    if text.count('"') % 2:
-        return "unterminated quote in the label list" + note
-    try:
-        fields = next(csv.reader([text], skipinitialspace=True))
-    except (csv.Error, StopIteration):
-        return "not a CSV row" + note
-    fields = [f.strip() for f in fields]
-    if len(fields) < 4:
-        return (f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), "
-                f"found {len(fields)}{note}")
-    if len(fields) > 4:
-        return (f"expected 4 fields (YTID, start_seconds, end_seconds, positive_labels), "
-                f"found {len(fields)} (is the label list quoted?)")
-    ytid, start, end, labels = fields
-    if not _YTID.fullmatch(ytid):
-        return f"YouTube id {ytid!r} is not 11 characters of [A-Za-z0-9_-]"
-    for what, value in (("start", start), ("end", end)):
-        if not re.fullmatch(_NUMBER, value):
-            return f"{what} time {value!r} is not a non-negative number"
-    if not labels:
-        return "empty label list" + note
-    if not re.search(r',[ \t]*"', text):
-        return "the label list must be quoted (\"mid,mid\")"
-    return "does not match the row format YTID, start, end, \"mid,mid\"" + note
-
-
-def excerpt(text: str | bytes, limit: int = 40) -> str:
-    """The start of a line, quoted, for error messages."""
-    if isinstance(text, bytes):
-        text = text[: limit * 4].decode("utf-8", "replace")
-    return repr(text[:limit] + ("..." if len(text) > limit else ""))
 
 
 class Parser:

@@ -16,6 +16,19 @@ from audioset_data.errors import OntologyError
 
 from .records import OntologyClass, _parse_entry
 
+#: Refuse files larger than this many bytes (the official file is 342,780 bytes).
+DEFAULT_MAX_BYTES = 64 * 1024**2
+#: Refuse inputs with more entries than this (the official file has 632).
+DEFAULT_MAX_ENTRIES = 100_000
+#: Refuse classes on a path of more than this many classes from a root (the official file's
+#: longest path has 6).
+DEFAULT_MAX_DEPTH = 100
+#: Refuse to build ancestor/descendant sets holding more than this many (class, ancestor) pairs
+#: in all (the official file has 1,682); at the limit they take about 150 MB with the matrix.
+DEFAULT_MAX_CLOSURE = 1_000_000
+#: ``paths_to_root`` refuses classes with more paths than this (the official file's most is 4).
+DEFAULT_MAX_PATHS = 10_000
+
 
 @dataclass
 class Built:

@@ -62,3 +62,29 @@ def closure_matrix(ancestors: Mapping[str, frozenset[str]],
     n = len(order)
     data = np.ones(len(rows), dtype=bool)
     return sp.csr_array((data, (np.asarray(rows), np.asarray(cols))), shape=(n, n))
+
+
+def upward_paths(cid: str, pred: Mapping[str, Any], order: Mapping[str, int]) -> list[list[str]]:
+    """Every path from a root down to ``cid``, shortest first, then in file order.
+
+    Depth-first up the parent links with an explicit stack: one path under construction,
+    copied (reversed) at each root, so the work is the size of the answer and nothing recurses.
+    """
+    paths: list[list[str]] = []
+    walk = [cid]
+    stack = [iter(pred[cid])]
+    if not pred[cid]:
+        paths.append([cid])
+    while stack:
+        up = next(stack[-1], None)
+        if up is None:
+            stack.pop()
+            walk.pop()
+        elif pred[up]:
+            walk.append(up)
+            stack.append(iter(pred[up]))
+        else:
+            walk.append(up)
+            paths.append(walk[::-1])
+            walk.pop()
+    return sorted(paths, key=lambda p: (len(p), [order[c] for c in p]))

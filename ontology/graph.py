@@ -44,24 +44,22 @@ import scipy.sparse as sp
 from audioset_data.config import PathLike
 from audioset_data.errors import OntologyError, UnknownClassError
 
-from .build import build_graph, file_bytes, json_records, node_link_records
-from .closure import COUNT_CAP, closure_matrix, closure_sets, path_counts
+from .build import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_CLOSURE,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_PATHS,
+    build_graph,
+    file_bytes,
+    json_records,
+    node_link_records,
+)
+from .closure import COUNT_CAP, closure_matrix, closure_sets, path_counts, upward_paths
 from .records import KNOWN_RESTRICTIONS, OntologyClass, PositiveExample, parse_example
 
 logger = logging.getLogger(__name__)
 
-#: Refuse files larger than this many bytes (the official file is 342,780 bytes).
-DEFAULT_MAX_BYTES = 64 * 1024**2
-#: Refuse inputs with more entries than this (the official file has 632).
-DEFAULT_MAX_ENTRIES = 100_000
-#: Refuse classes on a path of more than this many classes from a root (the official file's
-#: longest path has 6).
-DEFAULT_MAX_DEPTH = 100
-#: Refuse to build ancestor/descendant sets holding more than this many (class, ancestor) pairs
-#: in all (the official file has 1,682); at the limit they take about 150 MB with the matrix.
-DEFAULT_MAX_CLOSURE = 1_000_000
-#: ``paths_to_root`` refuses classes with more paths than this (the official file's most is 4).
-DEFAULT_MAX_PATHS = 10_000
 
 
 
@@ -438,28 +436,7 @@ class Ontology(Mapping[str, OntologyClass]):
                 f"to a root, over the limit of max_paths={max_paths:,} (raise max_paths to "
                 "list them, or use depth() or ancestors())"
             )
-        # depth-first up the parent links with an explicit stack: one path under construction,
-        # copied (reversed) at each root, so the work is the size of the answer
-        pred = self._graph.pred
-        paths: list[list[str]] = []
-        walk = [cid]
-        stack = [iter(pred[cid])]
-        if not pred[cid]:
-            paths.append([cid])
-        while stack:
-            up = next(stack[-1], None)
-            if up is None:
-                stack.pop()
-                walk.pop()
-            elif pred[up]:
-                walk.append(up)
-                stack.append(iter(pred[up]))
-            else:
-                walk.append(up)
-                paths.append(walk[::-1])
-                walk.pop()
-        order = self._order
-        return sorted(paths, key=lambda p: (len(p), [order[c] for c in p]))
+        return upward_paths(cid, self._graph.pred, self._order)
 
     def lowest_common_ancestors(self, a: str, b: str) -> set[str]:
         """Deepest classes that are ancestors (or self) of both; empty if none are shared.
