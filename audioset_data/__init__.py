@@ -9,25 +9,26 @@ from __future__ import annotations
 from . import errors as _errors
 from .config import data_home
 from .errors import *  # noqa: F403 - the exception hierarchy is part of the top-level API
-from .lazy import lazy_getattr
+from .lazy import install_moved_modules, lazy_getattr
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "Ontology": "audioset_data.ontology",
-    "LabelIndex": "audioset_data.labels",
-    "Segments": "audioset_data.segments",
-    "ClassPriors": "audioset_data.priors",
-    "load_segments": "audioset_data.segments",
-    "download": "audioset_data.download_job",
-    "DownloadOptions": "audioset_data.download_options",
-    "merge": "audioset_data.job_array",
-    "open_cache": "audioset_data.reader",
+    "LabelIndex": "audioset_data.segments.labels",
+    "Segments": "audioset_data.segments.table",
+    "ClassPriors": "audioset_data.segments.priors",
+    "load_segments": "audioset_data.segments.load",
+    "download": "audioset_data.downloader.job",
+    "DownloadOptions": "audioset_data.downloader.options",
+    "merge": "audioset_data.downloader.job_array",
+    "open_cache": "audioset_data.cache.reader",
     "evaluate": "audioset_data.evaluation.harness",
 }
 
 
 __getattr__ = lazy_getattr(__name__, _LAZY)
+install_moved_modules()
 
 
 __all__ = [

@@ -52,6 +52,25 @@ class CacheError(AudioSetError, OSError):
     """The on-disk cache (HDF5 shards, manifest) is missing, incomplete or inconsistent."""
 
 
+class DiskFullError(CacheError):
+    """A write found no space left on its disk (or the user's quota spent); the message names
+    the folder, what the write needed and what is free. Nothing half-written is kept, so the
+    same command resumes once space is freed."""
+
+    def __init__(self, message: str, *, folder: str | None = None, need: int | None = None,
+                 free: int | None = None, what: str = ""):
+        super().__init__(message)
+        self.folder = folder
+        self.need = need
+        self.free = free
+        self.what = what
+
+
+class ExportError(AudioSetError, OSError):
+    """An export's target cannot be used: not a folder, not writable, or holding files the
+    export did not write; the message names the path."""
+
+
 class DownloadError(AudioSetError, RuntimeError):
     """A clip could not be downloaded or decoded."""
 
@@ -71,8 +90,10 @@ __all__ = [
     "CheckpointError",
     "ChecksumMismatchError",
     "ConfigError",
+    "DiskFullError",
     "DownloadError",
     "EvaluationError",
+    "ExportError",
     "LabelIndexError",
     "OntologyError",
     "RemoteError",

@@ -9,7 +9,9 @@ group stays readable by it.
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +19,66 @@ from pathlib import Path
 from typing import IO
 
 from .config import PathLike
+from .errors import CacheError, DiskFullError
+
+#: ``errno`` values of a write that found no room: the disk is full or the quota spent.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes in the unit that fits (powers of 1000): ``512 B``, ``3.1 KB``, ``2.40 MB``.
+
+    >>> format_bytes(512), format_bytes(3100), format_bytes(2_400_000), format_bytes(1.2e9)
+    ('512 B', '3.1 KB', '2.40 MB', '1.20 GB')
+    """
+    n = float(n)
+    text = f"{n:.0f} B"
+    for unit, scale, digits in (("KB", 1e3, 1), ("MB", 1e6, 2), ("GB", 1e9, 2),
+                                ("TB", 1e12, 2)):
+        if abs(float(text.split()[0])) < 1000:
+            break
+        text = f"{n / scale:.{digits}f} {unit}"
+    return text
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a write found no space (``ENOSPC``/``EDQUOT``, also as HDF5 and
+    SQLite word it)."""
+    if isinstance(exc, DiskFullError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    text = str(exc)
+    return "errno = 28" in text or "database or disk is full" in text
+
+
+def free_bytes(folder: PathLike) -> int | None:
+    """Bytes free for this user on the disk holding ``folder`` (None when unknown)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(folder: PathLike, *, need: int | None = None, what: str = "a write",
+              more: str = "") -> DiskFullError:
+    """The :class:`DiskFullError` of a write into ``folder`` that needed ``need`` bytes;
+    ``more`` adds a sentence (what the rest of the run needs)."""
+    free = free_bytes(folder)
+    needs = f" needs about {format_bytes(need)}" if need else " found no space"
+    has = f", {format_bytes(free)} free" if free is not None else ""
+    more = f". {more[0].upper()}{more[1:]}" if more else ""
+    return DiskFullError(
+        f"the disk holding {str(folder)!r} is full: {what}{needs}{has}{more}. Nothing "
+        "half-written was kept: free space and run the same command again to resume",
+        folder=str(folder), need=need, free=free, what=what)
+
+
+def check_free_space(folder: PathLike, need: int, what: str = "a write") -> None:
+    """Raise :class:`DiskFullError` before a write of ``need`` bytes that cannot fit."""
+    free = free_bytes(folder)
+    if free is not None and need > free:
+        raise disk_full(folder, need=need, what=what)
 
 
 def temp_name(dest: PathLike) -> Path:
@@ -39,8 +101,6 @@ def _publish(tmp: Path, dest: Path, *, durable: bool, overwrite: bool) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
     if not overwrite and dest.exists():
-        from .errors import CacheError
-
         raise CacheError(f"refusing to overwrite {str(dest)!r}")
     os.replace(tmp, dest)
     if durable:
@@ -55,13 +115,20 @@ def atomic_path(
     when the block ends without error, the file there replaces ``dest``.
 
     ``durable`` fsyncs the file and its folder (a power cut keeps either the old or the new
-    file); ``overwrite=False`` refuses to replace an existing ``dest``.
+    file); ``overwrite=False`` refuses to replace an existing ``dest``. A write that finds the
+    disk full raises :class:`~audioset_data.errors.DiskFullError` naming the folder; ``dest``
+    is then left as it was.
     """
     dest = Path(dest)
     tmp = temp_name(dest)
     try:
         yield tmp
         _publish(tmp, dest, durable=durable, overwrite=overwrite)
+    except OSError as exc:
+        if isinstance(exc, DiskFullError) or not is_disk_full(exc):
+            raise
+        tmp.unlink(missing_ok=True)  # the free space reported counts without it
+        raise disk_full(dest.parent, what=f"writing {dest.name}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -80,4 +147,14 @@ def atomic_write(
             yield fh
 
 
-__all__ = ["atomic_path", "atomic_write", "fsync_dir", "temp_name"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "check_free_space",
+    "disk_full",
+    "format_bytes",
+    "free_bytes",
+    "fsync_dir",
+    "is_disk_full",
+    "temp_name",
+]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
+from audioset_data.cache.reader import cache_dir
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
 from audioset_data.evaluation.harness import id_list_hash
@@ -134,9 +136,6 @@ def run_benchmark(
 
 def _listed(split: str, root: PathLike | None) -> int:
     """Clips the evaluation split lists (its manifest's segment count)."""
-    from audioset_data.manifest import MANIFEST_NAME, Manifest
-    from audioset_data.store import cache_dir
-
     folder = Path(split) if Path(split).is_dir() else cache_dir(split, root)
     try:
         with Manifest.open(folder / MANIFEST_NAME, readonly=True) as manifest:

@@ -28,10 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from audioset_data.cache.reader import AudioSetCache
 from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
 from audioset_data.fileio import atomic_write
-from audioset_data.reader import AudioSetCache
+from audioset_data.loaders import AudioSetDataset, collate
+from audioset_data.loaders.frontend import VGGISH, LogMel
+
+from .checkpoint import file_digest
+from .inference import frontend_for
+from .prediction import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +66,6 @@ class LogMelStats:
     digest = LOGMEL_STATS_DIGEST
 
     def __init__(self, input_rate: int, device: str = "cpu") -> None:
-        from audioset_data.loaders.frontend import VGGISH, LogMel
-
         self.frontend = LogMel(VGGISH, input_rate=input_rate).to(device)
         self.device = torch.device(device)
 
@@ -79,8 +83,6 @@ class ModelEmbedder:
 
     def __init__(self, model: nn.Module, input_rate: int, digest: str,
                  device: str = "cpu") -> None:
-        from .inference import frontend_for
-
         self.model = model.to(device).eval()
         self.frontend = frontend_for(model, input_rate).to(device)
         self.frame_level = getattr(model, "frontend", "panns") == "vggish"
@@ -107,8 +109,6 @@ def embedder_for(checkpoint: PathLike | None, input_rate: int,
     ``checkpoint`` is ``None``."""
     if checkpoint is None:
         return LogMelStats(input_rate, device)
-    from .checkpoint import file_digest
-    from .prediction import load_trained
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -226,7 +226,6 @@ class FrameIndex:
         returns how many clips were added."""
         from tqdm.auto import tqdm
 
-        from audioset_data.loaders import AudioSetDataset, collate
 
         new = [k for k in cache.keys() if k not in self._where]
         if not new:

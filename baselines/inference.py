@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from audioset_data.errors import ConfigError
 from audioset_data.evaluation.aggregate import frames_to_clips
 from audioset_data.evaluation.harness import gather_scores
+from audioset_data.loaders.frontend import PANNS, VGGISH, LogMel
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ __all__ = ["Scores", "autocast", "frontend_for", "model_inputs", "score_loader"]
 def frontend_for(model: nn.Module, input_rate: int) -> nn.Module:
     """The log-mel front end a model expects (its ``frontend``: ``"vggish"`` or ``"panns"``),
     reading waveforms at ``input_rate``."""
-    from audioset_data.loaders.frontend import PANNS, VGGISH, LogMel
-
     presets = {"vggish": VGGISH, "panns": PANNS}
     name = getattr(model, "frontend", "panns")
     if name not in presets:

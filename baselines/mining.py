@@ -20,13 +20,14 @@ import pyarrow as pa
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
+from audioset_data.cache.reader import AudioSetCache
+from audioset_data.cache.shards import keys_of
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError, SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.reader import AudioSetCache
-from audioset_data.segment_list import Segments
-from audioset_data.segment_writer import write_official_csv
-from audioset_data.shards import keys_of
+from audioset_data.loaders.batches import open_source
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
+from audioset_data.segments.writer import write_official_csv
 
 from .embedding_index import FrameIndex, embedder_for
 
@@ -181,8 +182,6 @@ def mine(
         ``k`` below 1, an unknown or empty example list, examples without frames, or no
         label to give the candidates.
     """
-    from audioset_data.loaders.batches import open_source
-
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
         raise ConfigError(f"k (the number of candidates) must be a positive integer; got {k!r}")
     cache = open_source(source, root)

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audioset_data.audio.memory import decode_audio
+from audioset_data.cache.manifest import MANIFEST_NAME
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
-from audioset_data.manifest import MANIFEST_NAME
+from audioset_data.loaders import AudioSetDataset, collate
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
@@ -66,8 +68,6 @@ class _Folder(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, object]:
-        from audioset_data.ffmpeg_codecs import decode_audio
-
         pcm, _ = decode_audio(self.files[i].read_bytes(), sample_rate=self.rate)
         length = min(len(pcm), self.samples)
         wave = np.zeros(self.samples, np.float32)
@@ -87,8 +87,6 @@ def predict(
 ) -> Scores:
     """Score ``source`` (a cached split name or cache folder, or a folder of audio files)
     with the model of ``checkpoint`` and write the scores to ``out`` (``.npz``)."""
-    from audioset_data.loaders import AudioSetDataset, collate
-
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, config = load_trained(checkpoint, str(dev))

@@ -37,10 +37,16 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
 from audioset_data.fileio import atomic_write
-from audioset_data.labels import LabelIndex
+from audioset_data.loaders import AudioSetDataset, collate
+from audioset_data.segments.labels import LabelIndex
+
+from .checkpoint import file_digest
+from .inference import frontend_for, model_inputs
+from .prediction import load_trained
 
 logger = logging.getLogger(__name__)
 
@@ -460,12 +466,7 @@ def _score_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None
     import torch
     from tqdm.auto import tqdm
 
-    from audioset_data.loaders import AudioSetDataset, collate
-    from audioset_data.manifest import MANIFEST_NAME, Manifest
 
-    from .checkpoint import file_digest
-    from .inference import frontend_for, model_inputs
-    from .prediction import load_trained
 
     if not Path(checkpoint).is_file():
         raise ConfigError(f"checkpoint {str(checkpoint)!r} not found")
@@ -517,9 +518,5 @@ def _score_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None
     return _Scored(cache.folder, list(dataset.keys), mids, clip, label, scores, valid, meta)
 
 
-# the reports live in refine_report; re-exported so one import serves
-from .refine_report import format_comparison, format_kept, strong_comparison  # noqa: E402
-
-__all__ = ["DEFAULT_THRESHOLD", "MODES", "RefinedTargets", "check_threshold",
-           "format_comparison", "format_kept", "keys_digest", "normalised_scores",
-           "refine_split", "refined_path", "strong_comparison"]
+__all__ = ["DEFAULT_THRESHOLD", "MODES", "RefinedTargets", "check_threshold", "keys_digest",
+           "normalised_scores", "refine_split", "refined_path"]

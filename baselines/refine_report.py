@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from audioset_data.labels import LabelIndex
-from audioset_data.strong import StrongLabels
-from audioset_data.strong_frames import DEFAULT_HOP, frame_targets
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.strong.events import StrongLabels
+from audioset_data.strong.frames import DEFAULT_HOP, frame_targets
 
 if TYPE_CHECKING:
     from .refine import RefinedTargets

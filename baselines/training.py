@@ -29,12 +29,23 @@ from tqdm.auto import tqdm
 from audioset_data.errors import ConfigError
 from audioset_data.evaluation.harness import EvaluationResult, evaluate
 from audioset_data.fileio import atomic_write
-from audioset_data.labels import LabelIndex
+from audioset_data.loaders import (
+    AudioSetDataset,
+    BalancedSampler,
+    Mixup,
+    PriorBalancedBCE,
+    ShuffleSampler,
+    SpecAugment,
+    WeightedSampler,
+    collate,
+)
+from audioset_data.segments.labels import LabelIndex
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .inference import autocast, frontend_for, model_inputs, score_loader
 from .models import build_model
+from .refine import RefinedTargets
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +123,6 @@ class Trainer:
     """The state of one run; :meth:`fit` trains it. Most users call :func:`train`."""
 
     def __init__(self, config: TrainConfig, *, progress: bool = True):
-        from audioset_data.loaders import (
-            AudioSetDataset,
-            Mixup,
-            PriorBalancedBCE,
-            SpecAugment,
-            collate,
-        )
-
         self.config = config
         self.progress = progress
         self.rank, self.world, local = _init_distributed(config.device)
@@ -194,14 +197,11 @@ class Trainer:
                               f"{self.config.model!r} scores whole clips")
         if self.config.mixup > 0:
             raise ConfigError("refined targets with mixup are not supported: set mixup 0")
-        from .refine import RefinedTargets
 
         return RefinedTargets.load(self.config.refined, keys=self.train_set.keys,
                                    label_mids=self.train_set.cache.label_mids)
 
     def _sampler(self, targets: Any) -> Any:
-        from audioset_data.loaders import BalancedSampler, ShuffleSampler, WeightedSampler
-
         c = self.config
         common = {"seed": c.seed, "num_replicas": self.world, "rank": self.rank}
         if c.sampler == "balanced":
@@ -302,7 +302,6 @@ class Trainer:
         """Score the evaluation cache and run the harness (the result on rank 0)."""
         if self.eval_set is None:
             return None
-        from audioset_data.loaders import ShuffleSampler
 
         sampler = ShuffleSampler(len(self.eval_set), shuffle=False, num_replicas=self.world,
                                  rank=self.rank)

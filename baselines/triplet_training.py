@@ -34,10 +34,12 @@ from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
 from audioset_data.evaluation.harness import evaluate
 from audioset_data.fileio import atomic_path
-from audioset_data.labels import LabelIndex
+from audioset_data.loaders import AudioSetDataset
+from audioset_data.segments.labels import LabelIndex
 
 from .checkpoint import file_digest, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .embedding_index import embedder_for
 from .inference import frontend_for
 from .models import build_model
 from .training import resolve_device, seed_everything, warmup_cosine
@@ -138,8 +140,6 @@ class TripletTrainer:
     :func:`train_triplets`."""
 
     def __init__(self, config: TripletConfig, *, progress: bool = True) -> None:
-        from audioset_data.loaders import AudioSetDataset
-
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -296,9 +296,6 @@ def export_embeddings(checkpoint: PathLike, source: Any, out: PathLike, *,
     (frame number in its clip) and ``model`` (the checkpoint's SHA-256). Clips too short for
     one frame get no row. Read it back with :func:`load_embeddings`.
     """
-    from audioset_data.loaders import AudioSetDataset
-
-    from .embedding_index import embedder_for
 
     if per not in ("frame", "clip"):
         raise ConfigError(f"per={per!r}: use 'frame' or 'clip'")

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from audioset_data.errors import ConfigError
+from audioset_data.loaders.frontend import VGGISH, LogMel
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +200,6 @@ class TripletSampler:
     def __init__(self, dataset: Any, rules: TripletRules | None = None, *, batch_size: int = 32,
                  seed: int = 0, frontend: nn.Module | None = None,
                  device: str | torch.device = "cpu") -> None:
-        from audioset_data.loaders.frontend import VGGISH, LogMel
-
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a whole number >= 1")
         self.dataset = dataset

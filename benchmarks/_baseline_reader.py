@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from audioset_data.cache.manifest import Manifest
 from audioset_data.config import PathLike
 from audioset_data.errors import CacheError
-from audioset_data.manifest import Manifest
 
 MANIFEST_NAME = "manifest.sqlite"
 
@@ -94,7 +94,7 @@ class BaselineCache:
         if "waveform" in h5:
             waveform = h5["waveform"][row]
         else:
-            from audioset_data.audio import decode_audio
+            from audioset_data.audio.memory import decode_audio
 
             pcm, _ = decode_audio(bytes(h5["audio"][row]), sample_rate=self.sample_rate,
                                   num_samples=length)

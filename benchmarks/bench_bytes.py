@@ -27,14 +27,9 @@ import numpy as np
 import requests
 import scipy.signal
 
-from audioset_data.audio import (
-    _HTTP_READ_OPTIONS,
-    _range_args,
-    _seek_margin,
-    decode_pcm,
-    find_ffmpeg,
-)
-from audioset_data.clip import ClipFetcher
+from audioset_data.audio.ffmpeg import _HTTP_READ_OPTIONS, find_ffmpeg
+from audioset_data.audio.ranges import _range_args, _seek_margin, decode_pcm
+from audioset_data.downloader.fetcher import ClipFetcher
 from audioset_data.testing import LoopbackServer
 
 #: name -> (file extension, ffmpeg encoder/muxer arguments, whether the spec's goal applies)

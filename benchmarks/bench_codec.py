@@ -4,15 +4,16 @@ For FLAC and Ogg Opus written the way caches are written today (``encode_audio``
 streaming to a pipe), each method reads one clip's bytes from an HDF5 vlen ``audio`` row laid
 out as the store lays it out and decodes it to mono int16 at 32 kHz:
 
-* ``ffmpeg subprocess``: :func:`audioset_data.audio.decode_audio` (one process per clip, today);
-* ``PyAV``: :func:`audioset_data.codec.decode_clip`;
+* ``ffmpeg subprocess``: :func:`audioset_data.audio.memory.decode_audio` (one process per
+  clip);
+* ``PyAV``: :func:`audioset_data.cache.codec.decode_clip`;
 * ``soundfile``: libsndfile. Its public ``read`` cannot take the FLAC that ffmpeg streams (no
   sample count in the header: ``sf.read`` fails with "array is too big" and block reads fail
   on the final seek), so FLAC is read in blocks through soundfile's private ``_snd`` binding;
   Opus decodes at 48 kHz and is resampled with ``scipy.signal.resample_poly``.
 
 The baseline is reading a ``pcm16`` row (``waveform``, chunked one clip per chunk). Encoding is
-timed too (``encode_audio`` vs :func:`audioset_data.codec.encode_clip`, and soundfile for
+timed too (``encode_audio`` vs :func:`audioset_data.cache.codec.encode_clip`, and soundfile for
 FLAC). Every method is warmed up, then the methods run in turn, in a rotating order, for
 ``--repeat`` rounds; the figure is the median over rounds. Fidelity is checked against the
 subprocess: bit-exact or SNR, and the sample offset of single-sample clicks.
@@ -40,8 +41,9 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from audioset_data.audio import decode_audio, encode_audio, find_ffmpeg
-from audioset_data.codec import decode_clip, encode_clip
+from audioset_data.audio.ffmpeg import find_ffmpeg
+from audioset_data.audio.memory import decode_audio, encode_audio
+from audioset_data.cache.codec import decode_clip, encode_clip
 
 SR = 32000
 N = 10 * SR

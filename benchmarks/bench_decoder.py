@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audioset_data.audio import decode_pcm, find_ffmpeg
+from audioset_data.audio.ffmpeg import find_ffmpeg
+from audioset_data.audio.ranges import decode_pcm
 from audioset_data.testing import LoopbackServer
 
 SR = 32000

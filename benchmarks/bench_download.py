@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from audioset_data.demo import make_tone_file
-from audioset_data.download_job import download
-from audioset_data.labels import LabelIndex
+from audioset_data.downloader.demo import make_tone_file
+from audioset_data.downloader.job import download
+from audioset_data.segments.labels import LabelIndex
 from audioset_data.testing import Behaviour, LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]

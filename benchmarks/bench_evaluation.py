@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from audioset_data.evaluation import bootstrap_map, class_metrics, micro_average_precision
-from audioset_data.labels import LabelIndex
-from audioset_data.segments import Segments
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -67,9 +67,9 @@ def _paper_split(y, fraction: float, seed: int) -> np.ndarray:
 
 
 def bench_split(repeat: int) -> dict:
-    from audioset_data.labels import LabelIndex
-    from audioset_data.segments import Segments
-    from audioset_data.stratify import stratified_split
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.stratify import stratified_split
+    from audioset_data.segments.table import Segments
 
     index = LabelIndex.from_file(SHARED / "class_labels_indices.csv")
     y = Segments.from_file(SHARED / "balanced_train_segments.csv",
@@ -128,7 +128,7 @@ def _panns_file(n: int) -> Path:
 
 def bench_panns(n: int, repeat: int) -> dict:
     from audioset_data.interop.panns import import_panns
-    from audioset_data.labels import LabelIndex
+    from audioset_data.segments.labels import LabelIndex
 
     index = LabelIndex.from_file(SHARED / "class_labels_indices.csv")
     src = _panns_file(n)
@@ -165,14 +165,14 @@ def bench_panns(n: int, repeat: int) -> dict:
 def bench_hf(n: int, repeat: int) -> dict:
     import datasets
 
+    from audioset_data.cache.reader import AudioSetCache
     from audioset_data.interop import audio_bytes
     from audioset_data.interop.huggingface import to_hf_dataset
-    from audioset_data.reader import AudioSetCache
 
     folder = WORK / f"hf-cache-{n}"
     if not (folder / "READY").exists():
         from audioset_data.interop.panns import import_panns
-        from audioset_data.labels import LabelIndex
+        from audioset_data.segments.labels import LabelIndex
 
         shutil.rmtree(folder, ignore_errors=True)
         import_panns(_panns_file(n), folder=folder,

@@ -55,9 +55,9 @@ def _mids() -> list[str]:
 
 def build(fmt: str, n: int) -> Path:
     """A cache of ``n`` noise-like 10-s clips written by the project's writer."""
-    from audioset_data.codec import encode_clip
-    from audioset_data.manifest import clip_key
-    from audioset_data.store import CacheWriter, open_manifest
+    from audioset_data.cache.codec import encode_clip
+    from audioset_data.cache.manifest import clip_key
+    from audioset_data.cache.store import CacheWriter, open_manifest
 
     folder = WORK / f"loader-{fmt}-{n}" / "c"
     if (folder / "READY").exists():
@@ -93,7 +93,7 @@ def raw_reader(folder: Path, fmt: str, decode: bool, to_float: bool = False
                ) -> Callable[[], int]:
     """One epoch of raw h5py reads in row order (files opened once, as a loader keeps them);
     ``decode`` decodes compressed clips, ``to_float`` also scales each batch to float32."""
-    from audioset_data.codec import decode_clip
+    from audioset_data.cache.codec import decode_clip
 
     files = [h5py.File(p, "r") for p in sorted(folder.glob("shard-*.h5"))]
 

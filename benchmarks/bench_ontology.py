@@ -30,8 +30,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from audioset_data.labels import LabelIndex
 from audioset_data.ontology import Ontology
+from audioset_data.segments.labels import LabelIndex
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -40,13 +40,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from make_unbalanced import OFFICIAL_ROWS, generate  # noqa: E402
 
-import audioset_data.download_job as dl  # noqa: E402
-import audioset_data.download_plan as plan_  # noqa: E402
-from audioset_data.clip import ClipFetcher, validate_ytid  # noqa: E402
-from audioset_data.labels import LabelIndex  # noqa: E402
-from audioset_data.manifest import Manifest, clip_key  # noqa: E402
-from audioset_data.segments import load_segments  # noqa: E402
-from audioset_data.store import CacheWriter, FolderLock, cache_dir, open_manifest  # noqa: E402
+import audioset_data.downloader.job as dl  # noqa: E402
+import audioset_data.downloader.plan as plan_  # noqa: E402
+from audioset_data.cache.manifest import Manifest, clip_key  # noqa: E402
+from audioset_data.cache.reader import cache_dir  # noqa: E402
+from audioset_data.cache.store import CacheWriter, FolderLock, open_manifest  # noqa: E402
+from audioset_data.downloader.failures import validate_ytid  # noqa: E402
+from audioset_data.downloader.fetcher import ClipFetcher  # noqa: E402
+from audioset_data.segments.labels import LabelIndex  # noqa: E402
+from audioset_data.segments.load import load_segments  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data" / "segments"
 WORK = REPO / "benchmarks" / "_work"

@@ -50,8 +50,8 @@ def _mids() -> list[str]:
 
 def build_big(n: int, shard: int = 1000) -> Path:
     """A cache of ``n`` tiny clips in shards of ``shard``, with a real manifest."""
-    from audioset_data.manifest import Manifest
-    from audioset_data.shards import Layout
+    from audioset_data.cache.manifest import Manifest
+    from audioset_data.cache.shards import Layout
 
     folder = WORK / f"reader-{n}" / "c"
     if (folder / "READY").exists():
@@ -113,7 +113,7 @@ def build_big(n: int, shard: int = 1000) -> Path:
 _OPEN_CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, sys.argv[3])
-from audioset_data.reader import AudioSetCache
+from audioset_data.cache.reader import AudioSetCache
 from _baseline_reader import BaselineCache
 import numpy, pandas, h5py, scipy.sparse
 mode, folder = sys.argv[1], sys.argv[2]
@@ -147,8 +147,8 @@ def bench_open(folder: Path, repeat: int) -> dict[str, list[dict]]:
 
 def build_clips(fmt: str, n: int) -> Path:
     """A cache of ``n`` real 10-s clips written by the real writer."""
-    from audioset_data.manifest import clip_key
-    from audioset_data.store import CacheWriter, open_manifest
+    from audioset_data.cache.manifest import clip_key
+    from audioset_data.cache.store import CacheWriter, open_manifest
 
     folder = WORK / f"reader-items-{fmt}-{n}" / "c"
     if (folder / "READY").exists():
@@ -169,7 +169,7 @@ def build_clips(fmt: str, n: int) -> Path:
         pcm = pcm.astype(np.int16)
         audio: np.ndarray | bytes = pcm
         if fmt != "pcm16":
-            from audioset_data.codec import encode_clip
+            from audioset_data.cache.codec import encode_clip
 
             audio = encode_clip(pcm, SR, fmt)
         target = np.zeros(len(mids), dtype=bool)
@@ -185,7 +185,7 @@ def bench_items(folder: Path, rounds: int, per_round: int = 300) -> dict[str, fl
     """Median µs per random item: raw h5py (datasets kept), ours, baseline."""
     from _baseline_reader import BaselineCache
 
-    from audioset_data.reader import AudioSetCache
+    from audioset_data.cache.reader import AudioSetCache
 
     ours = AudioSetCache(folder)
     base = BaselineCache(folder)
@@ -240,7 +240,7 @@ def bench_formats(n: int, rounds: int) -> dict[str, dict[str, float]]:
     """Clips/s reading every clip once, ours against the baseline reader, per format."""
     from _baseline_reader import BaselineCache
 
-    from audioset_data.reader import AudioSetCache
+    from audioset_data.cache.reader import AudioSetCache
 
     out: dict[str, dict[str, float]] = {}
     for fmt in ("pcm16", "flac", "opus"):

@@ -46,15 +46,14 @@ sys.path.insert(0, str(REPO))  # the test module's cache writer: tests/test_refi
 from audioset_data.baselines import TrainConfig, train  # noqa: E402
 from audioset_data.baselines.inference import frontend_for, score_loader  # noqa: E402
 from audioset_data.baselines.prediction import load_trained  # noqa: E402
-from audioset_data.baselines.refine import (  # noqa: E402
-    RefinedTargets,
+from audioset_data.baselines.refine import RefinedTargets, refine_split  # noqa: E402
+from audioset_data.baselines.refine_report import (  # noqa: E402
     format_comparison,
-    refine_split,
     strong_comparison,
 )
-from audioset_data.labels import LabelIndex  # noqa: E402
 from audioset_data.loaders import AudioSetDataset, collate  # noqa: E402
-from audioset_data.strong import StrongLabels, load_strong  # noqa: E402
+from audioset_data.segments.labels import LabelIndex  # noqa: E402
+from audioset_data.strong.events import StrongLabels, load_strong  # noqa: E402
 from tests.test_refine import write_event_cache  # noqa: E402
 
 STRONG = REPO.parent / "shared" / "data" / "strong"

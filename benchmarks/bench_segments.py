@@ -6,9 +6,9 @@ per-class priors:
 
 * **baseline**: the obvious pandas code: ``pd.read_csv(comment="#", skipinitialspace=True)``,
   then ``set(labels.split(","))`` per row and a Python loop mapping mids to columns;
-* **ours**: :meth:`audioset_data.segments.Segments.from_file` (blocks of whole lines cut with
+* **ours**: :meth:`audioset_data.segments.table.Segments.from_file` (blocks of whole lines cut with
   NumPy; a vectorised byte-level fast path parses the rows in the exact official layout) then
-  :meth:`~audioset_data.segments.Segments.priors`;
+  :meth:`~audioset_data.segments.table.Segments.priors`;
 * **pyarrow.csv lines + our fast path**: the same parser fed with lines split by
   ``pyarrow.csv`` (one string column, no quoting) instead of its own block reader;
 * **ours, regex only**: the same with the fast path switched off, so every line goes through
@@ -19,7 +19,7 @@ per-class priors:
   ``pyarrow.csv`` read is no candidate: it only recognises a quote at the start of a field,
   and the official ``, "mid,mid"`` puts a blank before it, so every multi-label row splits into
   extra fields (the script checks this on the real eval list and reports it);
-* **ours, cached**: :func:`~audioset_data.segments.load_segments` when the parsed cache exists.
+* **ours, cached**: :func:`~audioset_data.segments.load.load_segments` when the parsed cache exists.
 
 ``--before REV`` also runs the ``ours`` and ``cached`` pipelines of another revision of this
 repository (checked out with ``git worktree`` under ``benchmarks/_work/``), interleaved with the
@@ -81,7 +81,7 @@ def _imports() -> None:
     import pyarrow.csv  # noqa: F401
     import scipy.sparse  # noqa: F401
 
-    import audioset_data.segments  # noqa: F401
+    import audioset_data.segments.load  # noqa: F401
 
 
 def _baseline(path: Path) -> np.ndarray:
@@ -142,9 +142,9 @@ def _kernels(path: Path) -> np.ndarray:
     import pyarrow.csv as pcsv
     import scipy.sparse as sp
 
-    from audioset_data.labels import LabelIndex
-    from audioset_data.priors import ClassPriors
-    from audioset_data.segments import Segments
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.priors import ClassPriors
+    from audioset_data.segments.table import Segments
 
     index = LabelIndex.from_file(LABELS_CSV)
     value_set = pa.array(index.mids, pa.string())
@@ -174,9 +174,9 @@ def _arrow_lines(path: Path) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    from audioset_data import segment_parser as sp_
-    from audioset_data.labels import LabelIndex
-    from audioset_data.segment_parser import ParseOptions, Parser
+    from audioset_data.segments import parser as sp_
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.parser import ParseOptions, Parser
 
     def blocks(self):
         reader = pcsv.open_csv(
@@ -202,11 +202,12 @@ def _arrow_lines(path: Path) -> np.ndarray:
 
 
 def _ours(path: Path, cached: bool, regex: bool = False) -> np.ndarray:
-    from audioset_data.labels import LabelIndex
-    from audioset_data.segments import Segments, load_segments
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.load import load_segments
+    from audioset_data.segments.table import Segments
 
     if regex:
-        from audioset_data.segment_parser import Parser
+        from audioset_data.segments.parser import Parser
 
         Parser.fast = False
     index = LabelIndex.from_file(LABELS_CSV)
@@ -235,8 +236,9 @@ def _child(method: str, path: Path) -> None:
     elif method == "arrow-lines":
         counts = _arrow_lines(path)
     elif method.startswith("before-"):
-        from audioset_data.labels import LabelIndex
-        from audioset_data.segments import Segments, load_segments
+        from audioset_data.segments.labels import LabelIndex
+        from audioset_data.segments.load import load_segments
+        from audioset_data.segments.table import Segments
 
         index = LabelIndex.from_file(LABELS_CSV)
         seg = (load_segments(path, label_index=index, root=WORK / "home-before", progress=False)

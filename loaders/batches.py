@@ -1,9 +1,9 @@
 """Batches of NumPy arrays from a cache, for JAX, TensorFlow or plain NumPy training loops.
 
 No torch here: :class:`NumpyBatches` reads each batch with one
-:meth:`~audioset_data.reader.AudioSetCache.read` (each file once, rows in order), optionally in a
-background thread so that reading overlaps the consumer's step. The selection helpers
-(:func:`open_source`, :func:`select_positions`) are shared with the torch dataset.
+:meth:`~audioset_data.cache.reader.AudioSetCache.read` (each file once, rows in order),
+optionally in a background thread so that reading overlaps the consumer's step. The selection
+helpers (:func:`open_source`, :func:`select_positions`) are shared with the torch dataset.
 
 A selection that names clips the cache does not serve is an error by default: silently filling
 their rows with zeros (as some AudioSet packers do for failed downloads) trains on silence
@@ -23,12 +23,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from audioset_data.cache.reader import AudioSetCache, open_cache
+from audioset_data.cache.shards import keys_of
 from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
-from audioset_data.reader import AudioSetCache, open_cache
-from audioset_data.segment_list import Segments
-from audioset_data.shards import keys_of
-from audioset_data.splits import looks_like_path
+from audioset_data.segments.splits import looks_like_path
+from audioset_data.segments.table import Segments
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def select_positions(
     cache
         The cache the positions index.
     selection
-        ``None`` (every clip the cache serves), a :class:`~audioset_data.segments.Segments`
+        ``None`` (every clip the cache serves), a :class:`~audioset_data.segments.table.Segments`
         or a sequence of clip keys (``ytid_startms``), a boolean mask with one value per cached
         clip, or an array of cache positions.
     missing
@@ -138,7 +138,7 @@ def read_scaled(cache: AudioSetCache, positions: np.ndarray, out: np.ndarray,
 
     Rows are read :data:`SCALE_ROWS` at a time into ``buffer`` (int16, at least that many rows)
     and converted while still in the CPU cache. Returns ``length``, ``target`` and
-    ``position`` as :meth:`~audioset_data.reader.AudioSetCache.read` does.
+    ``position`` as :meth:`~audioset_data.cache.reader.AudioSetCache.read` does.
     """
     if buffer is None or buffer.shape[0] < SCALE_ROWS:
         buffer = np.empty((SCALE_ROWS, cache.clip_samples), dtype=np.int16)
@@ -237,7 +237,7 @@ class NumpyBatches:
     Parameters
     ----------
     source
-        An :class:`~audioset_data.reader.AudioSetCache`, a cache folder or a split name.
+        An :class:`~audioset_data.cache.reader.AudioSetCache`, a cache folder or a split name.
     batch_size, drop_last
         As in a torch DataLoader.
     sampler

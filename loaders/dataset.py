@@ -2,10 +2,10 @@
 
 torch's DataLoader calls ``dataset.__getitems__(indices)`` for a whole batch when the dataset
 has one. :class:`AudioSetDataset` answers with batch reads of the cache
-(:meth:`AudioSetCache.read <audioset_data.reader.AudioSetCache.read>`, a few rows at a time into
-a reused int16 buffer) converted to float32 while the rows are still in the CPU cache, straight
-into shared memory when it runs in a worker (so the batch crosses to the main process without
-another copy) and into a recycled array otherwise.
+(:meth:`AudioSetCache.read <audioset_data.cache.reader.AudioSetCache.read>`, a few rows at a
+time into a reused int16 buffer) converted to float32 while the rows are still in the CPU cache,
+straight into shared memory when it runs in a worker (so the batch crosses to the main process
+without another copy) and into a recycled array otherwise.
 :func:`collate` turns that batch into stacked tensors; it also stacks plain lists of items
 (after a per-item ``transform``, or from ``Subset`` / ``ConcatDataset``).
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate, get_worker_info
 
+from audioset_data.cache.reader import AudioSetCache
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
-from audioset_data.reader import AudioSetCache
 
 from .batches import (
     PCM_SCALE,
@@ -126,11 +126,11 @@ class AudioSetDataset(Dataset):
     Parameters
     ----------
     source
-        An :class:`~audioset_data.reader.AudioSetCache`, a cache folder, or a split name
+        An :class:`~audioset_data.cache.reader.AudioSetCache`, a cache folder, or a split name
         looked up under ``root``.
     selection
         Restrict to some clips, in the selection's order: a
-        :class:`~audioset_data.segments.Segments`, a sequence of clip keys, a boolean mask
+        :class:`~audioset_data.segments.table.Segments`, a sequence of clip keys, a boolean mask
         over the cache, or an array of cache positions.
     missing
         Selected clips the cache does not serve: ``"error"`` (default) raises

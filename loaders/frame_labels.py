@@ -20,9 +20,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from audioset_data.errors import ConfigError
-from audioset_data.labels import LabelIndex
-from audioset_data.strong import FramedLabels, StrongLabels
-from audioset_data.strong_frames import (
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.strong.events import FramedLabels, StrongLabels
+from audioset_data.strong.frames import (
     DEFAULT_HOP,
     FramedArrays,
     FrameTargets,
@@ -40,10 +40,10 @@ class FrameLabels:
     Parameters
     ----------
     source
-        Loaded strong labels (:class:`~audioset_data.strong.FramedLabels` or
-        :class:`~audioset_data.strong.StrongLabels`, mapped here onto ``label_mids``), or
-        matrices already built from them (:class:`~audioset_data.strong_frames.FramedArrays`,
-        :class:`~audioset_data.strong_frames.FrameTargets`), whose columns must then be in
+        Loaded strong labels (:class:`~audioset_data.strong.events.FramedLabels` or
+        :class:`~audioset_data.strong.events.StrongLabels`, mapped here onto ``label_mids``), or
+        matrices already built from them (:class:`~audioset_data.strong.frames.FramedArrays`,
+        :class:`~audioset_data.strong.frames.FrameTargets`), whose columns must then be in
         ``label_mids`` order.
     keys
         Clip key of each dataset index.

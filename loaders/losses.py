@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audioset_data.errors import ConfigError
-from audioset_data.priors import ClassPriors
+from audioset_data.segments.priors import ClassPriors
 
 __all__ = ["PriorBalancedBCE", "positive_weights", "prior_balanced_bce"]
 
@@ -30,7 +30,7 @@ def positive_weights(
 ) -> np.ndarray:
     """Weight of each class's positive term: ``(mean_prior / prior_c) ** beta``.
 
-    ``priors`` is a :class:`~audioset_data.priors.ClassPriors` or a vector of per-class
+    ``priors`` is a :class:`~audioset_data.segments.priors.ClassPriors` or a vector of per-class
     priors (fractions of clips). A class no clip carries has no finite weight; it gets the
     largest weight of the classes that occur, so it is treated as the rarest one. ``max_weight``
     caps the weights (a class seen in 3 clips of 2 M gets ~2,000 at ``beta = 1``).

@@ -20,7 +20,7 @@ def ontology_frame(onto: Ontology, labels: Any = None) -> pd.DataFrame:
     """One row per class: id, name, depths, parents, children, restrictions, counts.
 
     ``labels`` (anything with ``__contains__`` and ``index(mid)``, such as
-    :class:`audioset_data.labels.LabelIndex`) adds a nullable ``label_index`` column.
+    :class:`audioset_data.segments.labels.LabelIndex`) adds a nullable ``label_index`` column.
     """
     import pandas as pd
 

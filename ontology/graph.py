@@ -43,6 +43,7 @@ import scipy.sparse as sp
 
 from audioset_data.config import PathLike
 from audioset_data.errors import OntologyError, UnknownClassError
+from audioset_data.remote import fetch
 
 from .build import (
     DEFAULT_MAX_BYTES,
@@ -56,6 +57,8 @@ from .build import (
     node_link_records,
 )
 from .closure import COUNT_CAP, closure_matrix, closure_sets, path_counts, upward_paths
+from .export import node_link, ontology_frame, write_graphml
+from .plot import plot_subtree
 from .records import KNOWN_RESTRICTIONS, OntologyClass, PositiveExample, parse_example
 
 logger = logging.getLogger(__name__)
@@ -212,8 +215,6 @@ class Ontology(Mapping[str, OntologyClass]):
         progress
             Show a download progress bar.
         """
-        from audioset_data.remote import fetch
-
         path = fetch("ontology", root=root, base_url=base_url, force=force,
                      accept_new_upstream=accept_new_upstream, progress=progress)
         return cls.from_file(path)
@@ -543,21 +544,15 @@ class Ontology(Mapping[str, OntologyClass]):
     def to_frame(self, labels: Any = None):  # -> pandas.DataFrame
         """One row per class: id, name, depths, parents, children, restrictions, counts;
         ``labels`` (a label index) adds a nullable ``label_index`` column."""
-        from .export import ontology_frame
-
         return ontology_frame(self, labels)
 
     def to_graphml(self, path: PathLike) -> Path:
         """Write GraphML (edges parent → child; list fields joined by single spaces)."""
-        from .export import write_graphml
-
         return write_graphml(self, path)
 
     def to_node_link(self, path: PathLike | None = None) -> dict[str, Any] | Path:
         """Node-link data (``nodes`` and ``links``), JSON-serialisable; written to ``path``
         and the path returned when given, else the dict returned."""
-        from .export import node_link
-
         return node_link(self, path)
 
     def plot_subtree(self, root: str | None, path: PathLike, depth: int | None = None,
@@ -566,8 +561,6 @@ class Ontology(Mapping[str, OntologyClass]):
 
         See :func:`audioset_data.ontology.plot.plot_subtree` for the options.
         """
-        from .plot import plot_subtree
-
         return plot_subtree(self, root, path, depth=depth, **kwargs)
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from audioset_data.labels import LabelIndex
 from audioset_data.ontology import Ontology
-from audioset_data.segments import Segments
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
 from audioset_data.testing import LoopbackServer
 
 REPO = Path(__file__).resolve().parents[1]

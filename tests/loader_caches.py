@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from audioset_data.codec import encode_clip
-from audioset_data.manifest import clip_key
-from audioset_data.store import CacheWriter, open_manifest
+from audioset_data.cache.codec import encode_clip
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.store import CacheWriter, open_manifest
 
 MIDS = [f"/m/l{j}" for j in range(8)]
 SR = 100

@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from audioset_data.audio import (
-    FFMPEG_ENV,
-    DecodeResult,
-    FFmpegError,
-    decode_audio,
-    decode_pcm,
-    encode_audio,
-    find_ffmpeg,
-)
+from audioset_data.audio.ffmpeg import FFMPEG_ENV, DecodeResult, FFmpegError, find_ffmpeg
+from audioset_data.audio.memory import decode_audio, encode_audio
+from audioset_data.audio.ranges import decode_pcm
 from audioset_data.errors import ConfigError, DownloadError
 from audioset_data.testing import Behaviour, LoopbackServer
 
@@ -223,7 +217,7 @@ def test_decode_audio_native_rate_and_errors():
 def test_http_options_unknown_to_an_older_ffmpeg_are_left_out(tmp_path):
     import stat
 
-    from audioset_data.audio import _HTTP_READ_OPTIONS, find_ffmpeg, http_read_options
+    from audioset_data.audio.ffmpeg import _HTTP_READ_OPTIONS, find_ffmpeg, http_read_options
 
     assert http_read_options(find_ffmpeg()) == _HTTP_READ_OPTIONS  # the bundled build has all
     old = tmp_path / "ffmpeg-old"
@@ -234,7 +228,7 @@ def test_http_options_unknown_to_an_older_ffmpeg_are_left_out(tmp_path):
 
 
 def test_loopback_addresses_bypass_an_http_proxy(monkeypatch):
-    from audioset_data.audio import _ffmpeg_env
+    from audioset_data.audio.ffmpeg import _ffmpeg_env
 
     monkeypatch.delenv("http_proxy", raising=False)
     monkeypatch.delenv("HTTP_PROXY", raising=False)

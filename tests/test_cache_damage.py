@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
+from audioset_data.cache.manifest import Manifest, clip_key
+from audioset_data.cache.reader import open_cache
+from audioset_data.cache.repair import repair_cache, verify_cache
+from audioset_data.cache.store import CacheWriter, open_manifest
 from audioset_data.cli import main
 from audioset_data.errors import CacheError
-from audioset_data.manifest import Manifest, clip_key
-from audioset_data.reader import open_cache
-from audioset_data.repair import repair_cache, verify_cache
-from audioset_data.store import CacheWriter, open_manifest
 
 MIDS = ["/m/a", "/m/b", "/m/c"]
 SR = 100

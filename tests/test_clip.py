@@ -13,17 +13,17 @@ import scipy.signal
 from yt_dlp.utils import DownloadError as YtdlDownloadError
 from yt_dlp.utils import ExtractorError, GeoRestrictedError
 
-from audioset_data.audio import FFmpegError, find_ffmpeg
-from audioset_data.clip import (
+from audioset_data.audio.ffmpeg import FFmpegError, find_ffmpeg
+from audioset_data.downloader.failures import (
     REASONS,
     ClipFailure,
-    ClipFetcher,
     InvalidIdError,
-    check_url_template,
     classify_error,
     validate_ytid,
 )
+from audioset_data.downloader.fetcher import ClipFetcher
 from audioset_data.errors import ConfigError, DownloadError
+from audioset_data.segments.ids import check_url_template
 from audioset_data.testing import Behaviour, LoopbackServer
 
 SECONDS = 60

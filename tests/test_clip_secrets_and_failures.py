@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from audioset_data import audio
-from audioset_data.audio import FFmpegError, decode_pcm, find_ffmpeg
-from audioset_data.clip_failures import RULES, ClipFailure, classify_error
-from audioset_data.clip_fetcher import ClipFetcher
+from audioset_data.audio import ranges as audio
+from audioset_data.audio.ffmpeg import FFmpegError, find_ffmpeg
+from audioset_data.audio.ranges import decode_pcm
+from audioset_data.downloader.failures import RULES, ClipFailure, classify_error
+from audioset_data.downloader.fetcher import ClipFetcher
 from audioset_data.errors import DownloadError
 from audioset_data.testing import Behaviour
 

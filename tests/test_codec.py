@@ -8,8 +8,8 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from audioset_data.audio import decode_audio, encode_audio
-from audioset_data.codec import decode_clip, encode_clip
+from audioset_data.audio.memory import decode_audio, encode_audio
+from audioset_data.cache.codec import decode_clip, encode_clip
 from audioset_data.errors import AudioSetError, CacheError, ConfigError, DownloadError
 
 SR = 32000

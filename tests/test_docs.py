@@ -115,7 +115,7 @@ def test_quickstart_runs_as_written_on_the_demo(tmp_path, shared_data, data_root
 def test_interop_guide_runs_on_the_demo(tmp_path, shared_data, data_root):
     pytest.importorskip("datasets")
     pytest.importorskip("lhotse")
-    from audioset_data.demo import run_demo
+    from audioset_data.downloader.demo import run_demo
 
     run_demo(root=data_root, csv_base_url=str(shared_data / "segments"), n_clips=6,
              workers=2, progress=False)
@@ -128,7 +128,7 @@ def test_interop_guide_runs_on_the_demo(tmp_path, shared_data, data_root):
 def test_cache_format_examples_read_a_cache_without_the_package(tmp_path, shared_data):
     """The guide's h5py and sqlite3 examples, run in a demo cache, agree with the reader."""
     import audioset_data
-    from audioset_data.demo import run_demo
+    from audioset_data.downloader.demo import run_demo
 
     run_demo(root=tmp_path, csv_base_url=str(shared_data / "segments"), n_clips=6, workers=2,
              progress=False)

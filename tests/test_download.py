@@ -14,15 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audioset_data.demo import make_tone_file
-from audioset_data.download_job import download
-from audioset_data.download_plan import _merge_duplicates
+from audioset_data.cache.manifest import Manifest
+from audioset_data.cache.reader import cache_dir, open_cache
+from audioset_data.cache.store import FolderLock
+from audioset_data.downloader.demo import make_tone_file
+from audioset_data.downloader.job import download
+from audioset_data.downloader.job_array import ShardSpec, merge
+from audioset_data.downloader.plan import _merge_duplicates
+from audioset_data.downloader.throttle import CircuitBreaker
 from audioset_data.errors import CacheError, ConfigError, DownloadError, SegmentsError
-from audioset_data.job_array import ShardSpec, merge
-from audioset_data.manifest import Manifest
-from audioset_data.store import FolderLock, cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
-from audioset_data.throttle import CircuitBreaker
 
 FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
         "sample_rate": 16000}
@@ -105,7 +106,7 @@ def test_broken_media_fails_with_a_reason_and_the_rest_goes_on(http_server, eval
 
 def test_subset_selected_through_the_metadata_layer_shares_the_split_cache(
         http_server, mirror, tone, label_index):
-    from audioset_data.segments import load_segments
+    from audioset_data.segments.load import load_segments
 
     seg = load_segments("eval", label_index=label_index)
     dogs = seg.any_of("Dog")[:3]
@@ -307,8 +308,8 @@ def test_dask_localcluster_executor_gives_the_same_cache(http_server, eval_rows,
 
 _CHILD = """
 import sys
-from audioset_data.download_job import download
-from audioset_data.labels import LabelIndex
+from audioset_data.downloader.job import download
+from audioset_data.segments.labels import LabelIndex
 download("k", segments=sys.argv[1], url_template=sys.argv[2],
          label_index=LabelIndex.from_file(sys.argv[3]), workers=2, batch_size=2, shard_size=4,
          sample_rate=16000, progress=False, backoff=0.05)

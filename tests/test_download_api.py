@@ -16,16 +16,15 @@ import pandas as pd
 import pytest
 
 import audioset_data
+from audioset_data.cache.reader import cache_dir, open_cache
 from audioset_data.cli import build_parser, main, verbosity
-from audioset_data.clip_fetcher import ClipFetcher
-from audioset_data.demo import make_tone_file, run_demo
-from audioset_data.download_job import download
-from audioset_data.download_options import DownloadOptions
-from audioset_data.download_report import FAILURE_COLUMNS, DownloadReport
+from audioset_data.downloader.demo import make_tone_file, run_demo
+from audioset_data.downloader.fetcher import ClipFetcher
+from audioset_data.downloader.job import download
+from audioset_data.downloader.job_array import ShardSpec, merge
+from audioset_data.downloader.options import DownloadOptions
+from audioset_data.downloader.report import FAILURE_COLUMNS, DownloadReport
 from audioset_data.errors import CacheError, ConfigError
-from audioset_data.job_array import ShardSpec, merge
-from audioset_data.reader import open_cache
-from audioset_data.store import cache_dir
 from audioset_data.testing import LoopbackServer
 
 FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
@@ -85,9 +84,10 @@ def test_download_can_be_called_twice_after_importing_every_submodule(http_serve
 def test_no_function_of_the_download_takes_more_than_15_parameters():
     # a dataclass's generated constructor lists its fields: the options object is where the
     # settings went, so it is the one exception
-    for name in ("download_job", "download_options", "download_plan", "download_loop",
-                 "download_report", "job_array", "throttle", "clip_fetcher", "clip_failures",
-                 "worker_pool", "media_proxy", "video_ids", "demo"):
+    for name in ("downloader.job", "downloader.options", "downloader.plan", "downloader.loop",
+                 "downloader.report", "downloader.job_array", "downloader.throttle",
+                 "downloader.fetcher", "downloader.failures", "downloader.worker_pool",
+                 "downloader.media_proxy", "segments.ids", "downloader.demo"):
         module = importlib.import_module(f"audioset_data.{name}")
         for _, obj in inspect.getmembers(module):
             fns = [obj] if inspect.isfunction(obj) else [
@@ -305,8 +305,8 @@ def test_merge_with_a_part_missing_is_refused_unless_allowed(http_server, mirror
 def test_one_id_rule_for_the_fetcher_and_the_planner(value):
     import pyarrow as pa
 
-    from audioset_data.clip_failures import InvalidIdError, validate_ytid
-    from audioset_data.download_plan import _check_ids
+    from audioset_data.downloader.failures import InvalidIdError, validate_ytid
+    from audioset_data.downloader.plan import _check_ids
 
     with pytest.raises(InvalidIdError):
         validate_ytid(value)  # a trailing newline once passed a ^...$ match
@@ -327,7 +327,7 @@ def test_one_template_rule_for_the_fetcher_and_the_options(template):
 def test_targets_come_from_one_sparse_matrix_of_the_plan(label_index):
     import pyarrow as pa
 
-    from audioset_data.download_plan import _plan
+    from audioset_data.downloader.plan import _plan
 
     table = pa.table({"ytid": ["-0SdAVK79lg", "__zE-7_8ldA"], "start": [0.0, 1.0],
                       "end": [10.0, 11.0],
@@ -344,7 +344,7 @@ def test_targets_come_from_one_sparse_matrix_of_the_plan(label_index):
 def test_the_rate_limiter_never_blocks():
     import time
 
-    from audioset_data.throttle import RateLimiter
+    from audioset_data.downloader.throttle import RateLimiter
 
     limiter = RateLimiter(2.0)
     t0 = now = time.monotonic()
@@ -370,10 +370,10 @@ def test_the_folder_lock_holds_across_processes_and_ends_with_its_holder(tmp_pat
     import sys
     import time
 
-    from audioset_data.store import FolderLock
+    from audioset_data.cache.store import FolderLock
 
     lock = tmp_path / ".lock"
-    code = ("import sys, time; from audioset_data.store import FolderLock\n"
+    code = ("import sys, time; from audioset_data.cache.store import FolderLock\n"
             "with FolderLock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE,
                              text=True)

@@ -19,17 +19,18 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from audioset_data.clip import ClipFailure, ClipWorkerPool
-from audioset_data.demo import make_tone_file
-from audioset_data.download_job import download
-from audioset_data.download_options import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL
-from audioset_data.download_plan import _clip_keys, _crc32_many, _has_duplicates
+from audioset_data.cache.manifest import Manifest, clip_key
+from audioset_data.cache.reader import cache_dir, open_cache
+from audioset_data.downloader.demo import make_tone_file
+from audioset_data.downloader.failures import ClipFailure
+from audioset_data.downloader.job import download
+from audioset_data.downloader.job_array import ShardSpec
+from audioset_data.downloader.options import DEFAULT_BATCH_SIZE, DEFAULT_FLUSH_INTERVAL
+from audioset_data.downloader.plan import _clip_keys, _crc32_many, _has_duplicates
+from audioset_data.downloader.throttle import CircuitBreaker
+from audioset_data.downloader.worker_pool import ClipWorkerPool
 from audioset_data.errors import DownloadError
-from audioset_data.job_array import ShardSpec
-from audioset_data.manifest import Manifest, clip_key
-from audioset_data.store import cache_dir, open_cache
 from audioset_data.testing import Behaviour, LoopbackServer
-from audioset_data.throttle import CircuitBreaker
 
 FAST = {"backoff": 0.05, "progress": False, "batch_size": 3, "shard_size": 4,
         "sample_rate": 16000}
@@ -310,7 +311,7 @@ def test_ctrl_c_prints_one_line_keeps_the_clips_and_leaves_a_copyable_cache(pace
 
 def test_keyboard_interrupt_records_attempts_and_writes_reports(http_server, rows16, tone,
                                                                 label_index, monkeypatch):
-    import audioset_data.download_loop as dl
+    import audioset_data.downloader.loop as dl
 
     frame = rows16.iloc[:6]
     url = _serve(http_server, frame, tone)
@@ -412,7 +413,7 @@ def test_an_unchanged_list_is_registered_once_and_any_change_registers_again(
 
 def test_cli_flush_options_and_dry_run(http_server, mirror, rows16, tone, tmp_path, capsys,
                                        monkeypatch):
-    import audioset_data.download_job as dl
+    import audioset_data.downloader.job as dl
     from audioset_data.cli import main
     from audioset_data.cli.download import DEFAULTS
 

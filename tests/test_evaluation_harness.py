@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
+from audioset_data.cache.manifest import clip_key
 from audioset_data.cli import main
 from audioset_data.errors import EvaluationError
 from audioset_data.evaluation.harness import evaluate, gather_scores, id_list_hash
 from audioset_data.evaluation.scores_io import read_scores
-from audioset_data.manifest import clip_key
 
 
 def _data(n=300, c=6, seed=0):
@@ -106,7 +106,8 @@ def test_gather_scores_drops_the_padding_of_a_distributed_sampler():
 
 
 def test_score_files_and_the_cli_align_by_id(tmp_path, data_root, label_index, capsys):
-    from audioset_data.store import CacheWriter, cache_dir, open_manifest
+    from audioset_data.cache.reader import cache_dir
+    from audioset_data.cache.store import CacheWriter, open_manifest
 
     folder = cache_dir("evalmini", root=data_root)
     mids = list(label_index.mids)
@@ -164,7 +165,7 @@ def test_frame_level_evaluation_excludes_unknown_pairs(shared_data, label_index,
     from sklearn.metrics import average_precision_score
 
     from audioset_data.evaluation.harness import evaluate_frames
-    from audioset_data.strong import load_framed
+    from audioset_data.strong.events import load_framed
 
     # the staged real file holds only PRESENT rows: add NOT_PRESENT rows for the other frames
     # of its clips (half of them, so that some pairs stay unknown), in the official format

@@ -4,7 +4,7 @@ The reference is what whole-video research scripts compute: the file decoded fro
 beginning, then cut at ``[round(start * sr), round(end * sr))``. The test signal is sparse
 single-sample clicks at irregular times (a tone is periodic and would hide a shift), encoded in
 the containers YouTube, mirrors and other sites serve, read over loopback HTTP by
-:func:`audioset_data.audio.decode_pcm` at a start of 0, a few seconds in and minutes in.
+:func:`audioset_data.audio.ranges.decode_pcm` at a start of 0, a few seconds in and minutes in.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from audioset_data.audio import _SEEK_MARGIN, DecodeResult, _seek_margin, decode_pcm, find_ffmpeg
-from audioset_data.clip import ClipFetcher
+from audioset_data.audio.ffmpeg import DecodeResult, find_ffmpeg
+from audioset_data.audio.ranges import _SEEK_MARGIN, _seek_margin, decode_pcm
+from audioset_data.downloader.fetcher import ClipFetcher
 from audioset_data.testing import LoopbackServer
 
 SR = 32000

@@ -15,15 +15,14 @@ import pyarrow as pa
 import pytest
 import scipy.sparse as sp
 
+from audioset_data.cache.codec import decode_clip
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.reader import AudioSetCache, cache_dir
 from audioset_data.cli import main
-from audioset_data.codec import decode_clip
 from audioset_data.errors import CacheError, ConfigError
 from audioset_data.interop.panns import PLACEHOLDER, import_panns, parse_audio_name
-from audioset_data.labels import LabelIndex
-from audioset_data.manifest import clip_key
-from audioset_data.reader import AudioSetCache
-from audioset_data.segments import Segments
-from audioset_data.store import cache_dir
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
 
 from .loader_caches import MIDS, SR, build_cache
 
@@ -168,7 +167,7 @@ def test_missing_extras_name_the_install_command(small, tmp_path, monkeypatch):
 def test_core_imports_none_of_the_extras_nor_torch():
     code = ("import sys, audioset_data, audioset_data.interop, audioset_data.interop.huggingface,"
             " audioset_data.interop.lhotse_export, audioset_data.interop.panns,"
-            " audioset_data.stratify, audioset_data.cli.export;"
+            " audioset_data.segments.stratify, audioset_data.cli.export;"
             " print([m for m in ('datasets', 'lhotse', 'torch') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)

@@ -8,8 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from audioset_data.errors import LabelIndexError, UnknownClassError
-from audioset_data.labels import LabelIndex
 from audioset_data.ontology import Ontology
+from audioset_data.segments.labels import LabelIndex
 
 
 @pytest.fixture(scope="module")

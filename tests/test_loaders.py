@@ -11,15 +11,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from audioset_data.cache.reader import open_cache
 from audioset_data.errors import CacheError, ConfigError
-from audioset_data.labels import LabelIndex
 from audioset_data.loaders.batches import EpochShuffle, NumpyBatches
 from audioset_data.loaders.dataset import AudioSetDataset, ClipBatch, collate
 from audioset_data.loaders.frame_labels import FrameLabels
-from audioset_data.reader import open_cache
-from audioset_data.segments import Segments
-from audioset_data.strong import load_framed, load_strong
-from audioset_data.strong_frames import frame_targets
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
+from audioset_data.strong.events import load_framed, load_strong
+from audioset_data.strong.frames import frame_targets
 
 from .loader_caches import CLIP, MIDS, build_cache, clicks
 
@@ -423,7 +423,7 @@ def test_frame_targets_from_event_files_mask_the_labels_they_annotate(strong_cac
 @pytest.mark.slow
 def test_a_cache_written_by_the_whole_download_path(data_root, shared_data, monkeypatch,
                                                     label_index):
-    from audioset_data.demo import DEMO_CACHE, run_demo
+    from audioset_data.downloader.demo import DEMO_CACHE, run_demo
 
     monkeypatch.setenv("AUDIOSET_ONTOLOGY_BASE_URL", str(shared_data / "ontology"))
     monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", str(shared_data / "segments"))

@@ -9,7 +9,7 @@ import torch
 
 from audioset_data.errors import ConfigError
 from audioset_data.loaders.losses import PriorBalancedBCE, positive_weights, prior_balanced_bce
-from audioset_data.priors import ClassPriors
+from audioset_data.segments.priors import ClassPriors
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ import pytest
 
 from audioset_data.baselines.embedding_index import FrameIndex, LogMelStats
 from audioset_data.baselines.mining import mine, read_examples, shared_frames
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.reader import AudioSetCache, cache_dir
+from audioset_data.cache.store import CacheWriter, open_manifest
 from audioset_data.cli import main
 from audioset_data.errors import ConfigError
-from audioset_data.labels import LabelIndex
-from audioset_data.manifest import clip_key
-from audioset_data.reader import AudioSetCache
-from audioset_data.segment_list import Segments
-from audioset_data.store import CacheWriter, cache_dir, open_manifest
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.table import Segments
 
 from .training_caches import CENTRES, band_noise
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from audioset_data.errors import SegmentsError
-from audioset_data.priors import ClassPriors
+from audioset_data.segments.priors import ClassPriors
 
 SPEECH, MUSIC, DOG, ANIMAL = "/m/09x0r", "/m/04rlf", "/m/0bt9lr", "/m/0jbk"
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from audioset_data.manifest import clip_key
-from audioset_data.reader import AudioSetCache, open_cache
-from audioset_data.segments import Segments
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.reader import AudioSetCache, open_cache
+from audioset_data.segments.table import Segments
 
 from .test_cache_damage import MIDS, _build, _clip, _writer
 
@@ -136,8 +136,9 @@ def test_freshly_parsed_segments_pickle(shared_data, label_index):
 
 @pytest.mark.parametrize("fmt", ["flac", "opus"])
 def test_compact_formats_decode_in_process_with_clicks_in_place(tmp_path, fmt, monkeypatch):
-    from audioset_data import audio, codec
-    from audioset_data.store import CacheWriter, open_manifest
+    from audioset_data.audio import memory as audio
+    from audioset_data.cache import codec
+    from audioset_data.cache.store import CacheWriter, open_manifest
 
     sr, n = 16000, 16000
     folder = tmp_path / fmt
@@ -177,7 +178,7 @@ def test_compact_formats_decode_in_process_with_clicks_in_place(tmp_path, fmt, m
 
 def test_open_racing_a_compaction_loses_nothing(tmp_path, monkeypatch):
     """Files compacted away between the manifest snapshot and the file checks are not lost."""
-    from audioset_data import reader
+    from audioset_data.cache import reader
 
     folder = tmp_path / "c"
     manifest, writer = _writer(folder, 6, batch_size=2, shard_size=100)

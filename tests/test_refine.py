@@ -14,19 +14,17 @@ import torch
 from audioset_data.baselines.refine import (
     RefinedTargets,
     check_threshold,
-    format_comparison,
-    format_kept,
     normalised_scores,
     refine_split,
     refined_path,
-    strong_comparison,
 )
+from audioset_data.baselines.refine_report import format_comparison, format_kept, strong_comparison
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.store import CacheWriter, open_manifest
 from audioset_data.cli import main
 from audioset_data.errors import ConfigError
-from audioset_data.labels import LabelIndex
-from audioset_data.manifest import clip_key
-from audioset_data.store import CacheWriter, open_manifest
-from audioset_data.strong import load_strong
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.strong.events import load_strong
 
 from .training_caches import band_noise
 
@@ -252,7 +250,7 @@ def gun(shared_data, label_index):
 def test_comparison_report_on_real_strong_rows(gun, label_index):
     """Scores that follow the strong frames (plus noise) keep the present frames; the report
     has a row per annotated label and an overall row, beside keep-all."""
-    from audioset_data.strong_frames import frame_targets
+    from audioset_data.strong.frames import frame_targets
 
     mids = ["/m/032s66", "/m/04zjc", "/m/073cg4", "/m/01d3sd"]
     index = LabelIndex(mids, mids)
@@ -284,7 +282,7 @@ def test_comparison_report_on_real_strong_rows(gun, label_index):
 
 def test_comparison_with_a_poor_refinement_is_not_flattered(gun):
     """Keeping the frames the strong labels mark absent scores worse than keep-all."""
-    from audioset_data.strong_frames import frame_targets
+    from audioset_data.strong.frames import frame_targets
 
     mids = ["/m/032s66", "/m/04zjc", "/m/073cg4"]
     keys = list(gun.keys[:40])

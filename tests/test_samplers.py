@@ -452,7 +452,7 @@ def test_torch_is_imported_lazily_only():
 
 
 def test_real_eval_labels(eval_seg, label_index):
-    from audioset_data.segments import labels_to_matrix
+    from audioset_data.segments.targets import labels_to_matrix
 
     targets = labels_to_matrix(eval_seg, label_index).matrix
     dense = targets.toarray()

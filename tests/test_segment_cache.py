@@ -10,10 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from audioset_data import remote, segment_cache
-from audioset_data.labels import LabelIndex
-from audioset_data.segment_parser import Parser
-from audioset_data.segments import Segments, load_segments
+from audioset_data import remote
+from audioset_data.segments import parse_cache as segment_cache
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.load import load_segments
+from audioset_data.segments.parser import Parser
+from audioset_data.segments.table import Segments
 
 HEADER = "# Segments csv\n# num_ytids=2\n# YTID, start_seconds, end_seconds, positive_labels\n"
 GOOD = 'aaaaaaaaaaa, 0.000, 10.000, "/m/a,/m/b"\n-bbbbbbbbbb, 30.000, 40.000, "/m/c"\n'
@@ -137,7 +139,7 @@ def test_entry_for_another_label_index_is_not_used(tmp_path, tiny, data_root):
     (entry, *_) = (data_root / "segments").glob("list-*.arrow")
     with pytest.raises(ValueError, match="another source"):
         segment_cache.read_cache(entry, LabelIndex(["/m/x"], ["X"]), str(path),
-                                 segment_cache.source_sha256(path))
+                                 segment_cache.source_sha256(path), into=Segments)
 
 
 def test_damaged_matrix_columns_are_parsed_again(tmp_path, tiny, data_root):

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audioset_data import segment_parser
 from audioset_data.errors import SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.segment_parser import Parser
-from audioset_data.segments import Segments
+from audioset_data.segments import parser as segment_parser
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.parser import Parser
+from audioset_data.segments.table import Segments
 
 from .test_segments import BAD_ROWS, GOOD, HEADER, reference_rows
 
@@ -75,14 +75,14 @@ def _all_fast(caplog) -> bool:
 def test_fast_path_taken_and_same_as_regex_on_real_files(shared_data, index, name, monkeypatch,
                                                          caplog):
     path = shared_data / "segments" / name
-    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segments.parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_file(path, label_index=index))
     assert _all_fast(caplog)
     assert len(fast) == len(reference_rows(path))
     assert fast.header[0].startswith("# Segments csv created")
     assert_same_segments(fast, slow)
     caplog.clear()
-    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segments.parser"):
         dropping = Segments.from_file(path, label_index=index, unknown_labels="drop")
     assert _all_fast(caplog)  # no unknown mid: the policy changes nothing
     assert_same_segments(dropping, fast)
@@ -103,7 +103,7 @@ def test_small_blocks_mix_fast_and_regex_blocks(shared_data, index, eval_seg, mo
     text[9000] = text[9000].replace('"', "", 2)  # unquoted labels: a bad row
     text.insert(12000, "\n")  # a blank line: skipped by the fast path too
     monkeypatch.setattr(segment_parser, "BLOCK_BYTES", 64 << 10)
-    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segments.parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_csv_text(
             "".join(text), label_index=index, on_bad_rows="skip"))
     n_fast, n_blocks = _fast_blocks(caplog)
@@ -157,7 +157,7 @@ def test_fast_path_times_round_like_arrow(tiny, monkeypatch, caplog):
     rows = [f"{'abcdefghij'[i % 10] * 10}{i % 10}, {m // 1000}.{m % 1000:03d}, "
             f"{m // 1000 + 10}.{m % 1000:03d}, \"/m/a\"\n" for i, m in enumerate(ms)]
     text = HEADER + "".join(rows)
-    with caplog.at_level("DEBUG", logger="audioset_data.segment_parser"):
+    with caplog.at_level("DEBUG", logger="audioset_data.segments.parser"):
         fast, slow = _both(monkeypatch, lambda: Segments.from_csv_text(text, label_index=tiny))
     assert _all_fast(caplog)
     assert_same_segments(fast, slow)

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from audioset_data.errors import SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.segment_parser import MAX_LINE_BYTES
-from audioset_data.segments import Segments, load_segments
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.load import load_segments
+from audioset_data.segments.parser import MAX_LINE_BYTES
+from audioset_data.segments.table import Segments
 
 HEADER = "# Segments csv\n# num_ytids=2\n# YTID, start_seconds, end_seconds, positive_labels\n"
 GOOD = 'aaaaaaaaaaa, 0.000, 10.000, "/m/a,/m/b"\n-bbbbbbbbbb, 30.000, 40.000, "/m/c"\n'
@@ -161,7 +162,7 @@ def test_longest_real_row_fits(tiny, index):
 
 
 def test_download_of_an_empty_list_says_so(tmp_path, mirror):
-    from audioset_data.download_job import download
+    from audioset_data.downloader.job import download
 
     path = tmp_path / "empty.csv"
     path.write_text(HEADER)

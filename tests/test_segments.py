@@ -10,14 +10,11 @@ import pytest
 
 from audioset_data.cli import main
 from audioset_data.errors import ChecksumMismatchError, SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.segment_parser import Parser
-from audioset_data.segments import (
-    Segments,
-    canonical_split,
-    load_segments,
-    split_remote,
-)
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.load import load_segments
+from audioset_data.segments.parser import Parser
+from audioset_data.segments.splits import canonical_split, split_remote
+from audioset_data.segments.table import Segments
 
 SPEECH, MUSIC, DOG, VEHICLE, ANIMAL = "/m/09x0r", "/m/04rlf", "/m/0bt9lr", "/m/07yv9", "/m/0jbk"
 
@@ -349,7 +346,7 @@ def test_load_split_via_mirror_and_parsed_cache(mirror, data_root, monkeypatch):
         raise AssertionError("parsed again although the cache is valid")
 
     monkeypatch.setattr(Parser, "run", no_parse)
-    again = Segments.load("eval")
+    again = load_segments("eval")
     assert mirror.requests["/csv/eval_segments.csv"] == 1
     assert (again.label_matrix != seg.label_matrix).nnz == 0
     assert again.ytids.tolist() == seg.ytids.tolist()

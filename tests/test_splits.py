@@ -9,11 +9,18 @@ import sys
 
 import pytest
 
-from audioset_data import labels, segment_list, segments, splits, targets
+from audioset_data import segments
+from audioset_data.cache.reader import cache_dir
 from audioset_data.cli import main
 from audioset_data.errors import ConfigError, SegmentsError
-from audioset_data.splits import SplitNameError, canonical_split, looks_like_path, split_remote
-from audioset_data.store import cache_dir
+from audioset_data.segments import labels, splits, targets
+from audioset_data.segments import table as segment_list
+from audioset_data.segments.splits import (
+    SplitNameError,
+    canonical_split,
+    looks_like_path,
+    split_remote,
+)
 
 
 @pytest.mark.parametrize(("name", "canonical"), [
@@ -60,8 +67,8 @@ def test_cli_split_typo_and_path_suggestions(capsys):
 
 def test_cache_folder_folds_aliases_without_the_parser(tmp_path):
     assert cache_dir("balanced_train", root=tmp_path).name == "balanced"
-    code = ("import sys; import audioset_data.splits; "
-            "print(sorted(m for m in ('pyarrow', 'pandas', 'audioset_data.segment_parser') "
+    code = ("import sys; import audioset_data.segments.splits; "
+            "print(sorted(m for m in ('pyarrow', 'pandas', 'audioset_data.segments.parser') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True).stdout

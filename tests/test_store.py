@@ -6,9 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.reader import cache_dir, open_cache
+from audioset_data.cache.store import CacheWriter, open_manifest
 from audioset_data.errors import CacheError, ConfigError
-from audioset_data.manifest import clip_key
-from audioset_data.store import CacheWriter, cache_dir, open_cache, open_manifest
 
 MIDS = ["/m/a", "/m/b", "/m/c"]
 SR = 100
@@ -122,7 +123,7 @@ def test_settings_are_pinned_per_cache(tmp_path):
 
 
 def test_merge_again_after_a_part_was_resumed(tmp_path, monkeypatch):
-    from audioset_data.job_array import merge
+    from audioset_data.downloader.job_array import merge
 
     monkeypatch.setenv("AUDIOSET_DATA_HOME", str(tmp_path))
     folder = cache_dir("arr")

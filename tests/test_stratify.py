@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import audioset_data.stratify as stratify_module
+import audioset_data.segments.stratify as stratify_module
 from audioset_data.errors import ConfigError
-from audioset_data.segments import Segments
-from audioset_data.stratify import split_segments, stratified_split
+from audioset_data.segments.stratify import split_segments, stratified_split
+from audioset_data.segments.table import Segments
 
 #: Largest |clips of a class in the 10 % part − 0.1 × its clips| allowed, for rare classes
 #: (under 100 clips, which is 474 of the 527 in the balanced list) and for all classes.

@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from audioset_data.cache.manifest import clip_key
 from audioset_data.errors import (
     AudioSetError,
     ChecksumMismatchError,
     RemoteError,
     StrongLabelsError,
 )
-from audioset_data.manifest import clip_key
 from audioset_data.remote import REMOTES, fetch
-from audioset_data.strong import (
-    frame_targets,
+from audioset_data.strong.events import (
     load_framed,
     load_strong,
     load_vocabulary,
     vocabulary_mapping,
 )
+from audioset_data.strong.frames import frame_targets
 
 GUN, MACHINE_GUN = "/m/032s66", "/m/04zjc"
 HEADER = "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"

@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pytest
 
 from audioset_data.errors import SegmentsError
-from audioset_data.labels import LabelIndex
-from audioset_data.segments import labels_to_matrix
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.targets import labels_to_matrix
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_real_list_through_joined_strings_equals_the_parsed_matrix(eval_seg, ind
 
 
 def test_segments_with_kept_unknown_mids(tiny):
-    from audioset_data.segments import Segments
+    from audioset_data.segments.table import Segments
 
     seg = Segments.from_csv_text('aaaaaaaaaaa, 0.000, 10.000, "/m/a,/m/new"\n',
                                  label_index=tiny, unknown_labels="keep")

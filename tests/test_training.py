@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from audioset_data.baselines.config import TrainConfig, add_config_arguments, config_from_args
+from audioset_data.cache.reader import cache_dir
 from audioset_data.cli import main
 from audioset_data.errors import ConfigError
-from audioset_data.store import cache_dir
 
 from .training_caches import write_sound_cache
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audioset_data.manifest import clip_key
-from audioset_data.store import CacheWriter, open_manifest
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.store import CacheWriter, open_manifest
 
 CENTRES = (300.0, 900.0, 2200.0, 5000.0)
 

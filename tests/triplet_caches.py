@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audioset_data.manifest import clip_key
-from audioset_data.store import CacheWriter, open_manifest
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.store import CacheWriter, open_manifest
 
 RATE = 16000
 #: Class centres (Hz) of the masked-band caches, a bit over half an octave apart.

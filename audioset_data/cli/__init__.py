@@ -8,18 +8,30 @@ line and exits with status 130.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from .. import __version__
-from ..errors import AudioSetError, ConfigError
+from audioset_data import __version__
+from audioset_data.errors import AudioSetError
 
-#: Modules under ``audioset_data.cli`` that each add one sub-command.
-COMMANDS = ("ontology", "segments", "download", "cache", "evaluate", "train", "mine", "refine",
-            "embed", "export")
+from . import (
+    cache,
+    download,
+    embed,
+    evaluate,
+    export,
+    features,
+    mine,
+    ontology,
+    refine,
+    segments,
+    train,
+)
+
+#: The modules that each add one sub-command, in the order ``--help`` lists them.
+COMMANDS = (ontology, segments, download, cache, evaluate, features, train, mine, refine, embed,
+            export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging (-vv: debug); also accepted after the sub-command")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            continue
+    for module in COMMANDS:
         module.register(sub)
     _verbose_everywhere(parser)
     return parser
@@ -61,29 +67,6 @@ def verbosity(args: argparse.Namespace) -> int:
     """How many ``-v`` were given, before and after the sub-commands."""
     return sum(int(v) for k, v in vars(args).items()
                if k == "verbose" or k.startswith("verbose_"))
-
-
-def baselines_module(name: str) -> Any:
-    """``audioset_data.baselines.<name>``, imported when a command runs; a missing torch
-    becomes a :class:`ConfigError` that says how to install it."""
-    try:
-        return importlib.import_module(f"audioset_data.baselines.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == "torch":
-            raise ConfigError("this command needs torch: pip install torch "
-                              "(or audioset-data[torch])") from None
-        raise
-
-
-def add_root_options(parser: argparse.ArgumentParser) -> None:
-    """Options every data-touching command shares: data root and mirror addresses."""
-    parser.add_argument("--root", metavar="DIR",
-                        help="data root folder (default: $AUDIOSET_DATA_HOME or user cache)")
-    parser.add_argument(
-        "--accept-new-upstream",
-        action="store_true",
-        help="accept official files whose checksum differs from the pinned release",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

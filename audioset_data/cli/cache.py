@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
+from audioset_data.cache.reader import cache_dir, open_cache
+from audioset_data.cache.repair import repair_cache, verify_cache
+from audioset_data.cache.store import FolderLock
+from audioset_data.errors import CacheError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``cache`` sub-command."""
@@ -25,12 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
-    from ..errors import CacheError
-    from ..manifest import Manifest
-    from ..reader import open_cache
-    from ..repair import repair_cache, verify_cache
-    from ..store import MANIFEST_NAME, FolderLock, cache_dir
-
     folder = cache_dir(args.split, args.root)
     if not folder.is_dir():
         raise CacheError(f"no cache folder {str(folder)!r} (check --split and --root)")

@@ -6,8 +6,13 @@ import argparse
 import dataclasses
 import sys
 
-from ..download_options import DownloadOptions
-from . import add_root_options
+from audioset_data.downloader import job
+from audioset_data.downloader.demo import run_demo
+from audioset_data.downloader.job_array import ShardSpec, merge
+from audioset_data.downloader.options import DownloadOptions
+from audioset_data.errors import ConfigError
+
+from .common import add_root_options
 
 #: Defaults of the download options, read from the dataclass (nothing is imported or checked
 #: to build the parser).
@@ -118,22 +123,17 @@ def options_from_args(args: argparse.Namespace) -> DownloadOptions:
 def _shard(args: argparse.Namespace):  # noqa: ANN202 - ShardSpec | None
     if args.shard is None:
         if args.shard_from_zero:
-            from ..errors import ConfigError
-
             raise ConfigError("--shard-from-zero needs --shard I/N")
         return None
-    from ..job_array import ShardSpec
 
     return ShardSpec.parse(args.shard, from_zero=args.shard_from_zero)
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ..download_job import download
-
     options = options_from_args(args)
     split = args.split or (None if args.segments else "balanced")
     try:
-        report = download(split, segments=args.segments, root=args.root, workers=args.workers,
+        report = job.download(split, segments=args.segments, root=args.root, workers=args.workers,
                           shard=_shard(args), options=options)
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
@@ -148,15 +148,11 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from ..job_array import merge
-
     print(merge(args.split, root=args.root, allow_partial=args.allow_partial).summary())
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
-
     report = run_demo(root=args.root, csv_base_url=args.csv_url, n_clips=args.clips,
                       workers=args.workers, shard=_shard(args))
     print(report.summary())

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigError
+from audioset_data.errors import ConfigError
+
+from .common import baselines_module
 
 
 def _pairs(text: str) -> tuple[float, float]:
@@ -89,14 +91,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _module():  # noqa: ANN202 - imported late so the CLI runs without torch
-    from . import baselines_module
-
     return baselines_module("triplet_training")
 
 
 def _train(args: argparse.Namespace) -> int:
     tt = _module()
-    from ..baselines.triplets import RULES, TripletRules
+    from audioset_data.baselines.triplets import RULES, TripletRules
 
     unknown = sorted(set(args.rules) - set(RULES))
     if unknown:

@@ -6,6 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from audioset_data.errors import EvaluationError
+from audioset_data.evaluation.harness import evaluate_frames
+from audioset_data.evaluation.scores_io import evaluate_cached, read_frame_scores, read_scores
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.strong.events import load_framed
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``evaluate`` sub-command."""
@@ -37,8 +43,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..evaluation.scores_io import evaluate_cached, read_scores
-
     on = _read_ids(args.on) if args.on else None
     if args.frames:
         result = _evaluate_frames(args)
@@ -59,10 +63,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_frames(args: argparse.Namespace):  # noqa: ANN202 - EvaluationResult
-    from ..evaluation.harness import evaluate_frames
-    from ..evaluation.scores_io import read_frame_scores
-    from ..labels import LabelIndex
-    from ..strong import load_framed
 
     ids, frames, scores = read_frame_scores(args.scores)
     label_index = LabelIndex.load(root=args.root)
@@ -72,8 +72,6 @@ def _evaluate_frames(args: argparse.Namespace):  # noqa: ANN202 - EvaluationResu
 
 
 def _read_ids(path: str) -> list[str]:
-    from ..errors import EvaluationError
-
     p = Path(path)
     if not p.is_file():
         raise EvaluationError(f"clip id file {path!r} not found")

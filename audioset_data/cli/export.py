@@ -12,7 +12,13 @@ import argparse
 import json
 import sys
 
-from ..errors import ConfigError
+from audioset_data.cache.reader import open_cache
+from audioset_data.errors import ConfigError
+from audioset_data.interop.huggingface import ARROW_NAME, to_hf_dataset
+from audioset_data.interop.lhotse_export import to_lhotse
+from audioset_data.interop.panns import import_panns
+from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.load import load_segments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,16 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..labels import LabelIndex
-
     if bool(args.to) == bool(args.from_panns):
         raise ConfigError("give either --to hf|lhotse OUT or --from-panns FILE.h5")
     index = (LabelIndex.from_file(args.labels) if args.labels
              else LabelIndex.load(root=args.root))
     if args.from_panns:
-        from ..interop.panns import import_panns
-        from ..segments import load_segments
-
         segments = (load_segments(args.segments, root=args.root, label_index=index)
                     if args.segments else None)
         report = import_panns(args.from_panns, args.split, args.root, segments=segments,
@@ -59,18 +60,13 @@ def _export(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ConfigError("--to needs an output folder OUT")
-    from ..reader import open_cache
 
     cache = open_cache(args.split, args.root)
     if args.to == "hf":
-        from ..interop.huggingface import ARROW_NAME, to_hf_dataset
-
         ds = to_hf_dataset(cache, args.out, label_index=index, audio_format=args.audio_format,
                            overwrite=args.overwrite)
         print(f"{len(ds)} clips -> {args.out}/{ARROW_NAME}", file=sys.stderr)
     else:
-        from ..interop.lhotse_export import to_lhotse
-
         to_lhotse(cache, args.out, label_index=index, audio_format=args.audio_format,
                   overwrite=args.overwrite)
         print(f"{len(cache)} clips -> {args.out}", file=sys.stderr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigError
+from audioset_data.errors import ConfigError
+
+from .common import baselines_module
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,8 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _mine(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError(f"--k {args.k}: the number of candidates must be at least 1")
-    from . import baselines_module
-
     mine = baselines_module("mining").mine
     result = mine(args.split, args.examples, args.k, root=args.root,
                   checkpoint=args.checkpoint, labels=args.label, out=args.out,

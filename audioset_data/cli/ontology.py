@@ -8,8 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
-from ..errors import AudioSetError, OntologyError
-from . import add_root_options
+from audioset_data.errors import AudioSetError, OntologyError
+from audioset_data.ontology import Ontology, tree_rows
+from audioset_data.remote import fetch
+from audioset_data.segments.labels import LabelIndex
+
+from .common import add_root_options
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +67,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ..ontology import Ontology
-
     return Ontology.load(root=args.root, base_url=args.ontology_url,
                          accept_new_upstream=args.accept_new_upstream)
 
@@ -79,8 +81,6 @@ def _trainable(args: argparse.Namespace, onto, cid: str) -> str:
     """Where the class sits in the 527-label index, or why that is unknown."""
     if args.no_labels:
         return "not checked (--no-labels)"
-    from ..labels import LabelIndex
-    from ..remote import fetch
 
     try:
         path = fetch("class_labels_indices", root=args.root, base_url=args.labels_url,
@@ -124,8 +124,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_tree(args: argparse.Namespace) -> int:
-    from ..ontology import tree_rows
-
     onto = _load(args)
     if args.depth is not None and args.depth < 0:
         raise OntologyError(f"--depth must be 0 or more, not {args.depth}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigError
+from audioset_data.errors import ConfigError
+
+from .common import baselines_module
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,11 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _refine(args: argparse.Namespace) -> int:
-    from . import baselines_module
-
     refine = baselines_module("refine")
-    check_threshold, format_kept, refine_split = (refine.check_threshold, refine.format_kept,
-                                                  refine.refine_split)
+    format_kept = baselines_module("refine_report").format_kept
+    check_threshold, refine_split = refine.check_threshold, refine.refine_split
     check_threshold(args.threshold)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size {args.batch_size}: must be at least 1")

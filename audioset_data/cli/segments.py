@@ -9,10 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import add_root_options
+from audioset_data.errors import AudioSetError, SegmentsError
+from audioset_data.ontology import Ontology
+from audioset_data.segments.load import load_segments
+from audioset_data.segments.splits import canonical_split
+
+from .common import add_root_options
 
 if TYPE_CHECKING:
-    from ..segments import Segments
+    from audioset_data.segments.table import Segments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,8 +68,6 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> Segments:
-    from ..segments import canonical_split, load_segments
-
     # --split is only ever a split name (typos get a suggestion), --file only ever a path
     return load_segments(
         canonical_split(args.split) if args.split else Path(args.file),
@@ -78,15 +81,11 @@ def _load(args: argparse.Namespace) -> Segments:
 
 
 def _ontology(args: argparse.Namespace):
-    from ..ontology import Ontology
-
     return Ontology.load(root=args.root, base_url=args.ontology_url)
 
 
 def _optional_ontology(args: argparse.Namespace):
     """The ontology if it can be had (for hints only), else ``None``."""
-    from ..errors import AudioSetError
-
     try:
         return _ontology(args)
     except (AudioSetError, OSError):
@@ -138,8 +137,6 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _select(args: argparse.Namespace) -> int:
-    from ..errors import SegmentsError
-
     seg = _load(args)
     if args.subtree or args.exclude_blacklisted:
         onto = _ontology(args)

@@ -8,22 +8,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..errors import ConfigError
+from audioset_data.errors import ConfigError
+
+from .common import baselines_module
 
 
 def _baselines():  # noqa: ANN202 - the package, imported late so the CLI runs without torch
-    from . import baselines_module
-
     for name in ("training", "benchmark", "prediction"):
         baselines_module(name)
-    from .. import baselines
+    from audioset_data import baselines
 
     return baselines
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``train``, ``benchmark`` and ``predict`` sub-commands."""
-    from ..baselines.config import add_config_arguments
+    from audioset_data.baselines.config import add_config_arguments
 
     t = sub.add_parser("train", help="train one baseline on a cached split",
                        description="Every training option is a flag; a stopped run resumes "
@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     baselines = _baselines()
-    from ..baselines.config import config_from_args
+    from audioset_data.baselines.config import config_from_args
 
     result = baselines.train(config_from_args(args))
     if result.evaluation is not None:
@@ -70,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     baselines = _baselines()
-    from ..baselines.config import config_from_args
+    from audioset_data.baselines.config import config_from_args
 
     config = config_from_args(args)
     if args.betas.strip().lower() == "seed":

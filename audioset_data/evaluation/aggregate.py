@@ -10,7 +10,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import EvaluationError
+from audioset_data.errors import EvaluationError
+
 from .metrics import ArrayLike
 
 PoolMethod = Literal["mean", "max", "linear_softmax"]

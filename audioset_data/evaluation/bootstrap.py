@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import EvaluationError
+from audioset_data.errors import EvaluationError
+
 from .metrics import ArrayLike, _validate, class_metrics
 
 # Resamples per sparse product (bounds memory to a few (chunk × positive groups) arrays); fixed,

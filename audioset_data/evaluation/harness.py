@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..config import PathLike
-from ..errors import EvaluationError
+from audioset_data.config import PathLike
+from audioset_data.errors import EvaluationError
+
 from .bootstrap import BootstrapResult, bootstrap_map
 from .metrics import ClassMetrics, class_metrics, micro_average_precision
 
@@ -356,8 +357,8 @@ def evaluate_frames(
     """Frame-level evaluation against the framed strong labels (960 ms frames).
 
     ``frame_scores`` has one row per ``(clip_ids[i], frames[i])``; ``framed`` is the framed
-    file as arrays (:meth:`audioset_data.strong.FramedLabels.to_arrays`). A (frame, label) pair
-    the framed file does not list is unknown and excluded, not negative; scored frames the file
+    file as arrays (:meth:`audioset_data.strong.events.FramedLabels.to_arrays`). A (frame, label)
+    pair the framed file does not list is unknown and excluded, not negative; scored frames the file
     does not list are left out and counted. Other keywords go to :func:`evaluate`.
     """
     scores = np.asarray(frame_scores)

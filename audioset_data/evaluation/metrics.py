@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtri
 
-from ..errors import EvaluationError
+from audioset_data.errors import EvaluationError
 
 # Pairs per block of columns: the work arrays stay at a few MiB, which the allocator reuses
 # from block to block (larger ones are mapped and unmapped afresh, page faults and all).

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import PathLike
-from ..errors import EvaluationError
+from audioset_data.cache.manifest import Manifest
+from audioset_data.cache.reader import open_cache
+from audioset_data.config import PathLike
+from audioset_data.errors import EvaluationError
+from audioset_data.segments.labels import LabelIndex
+
 from .harness import EvaluationResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -109,10 +113,6 @@ def evaluate_cached(
     reported (logged and counted in the result), never matched by position; ``strict`` makes
     any scored clip the cache does not hold an error.
     """
-    from ..labels import LabelIndex
-    from ..manifest import Manifest
-    from ..reader import open_cache
-
     cache = open_cache(split, root=root)
     keys = cache.keys()
     pos = {k: i for i, k in enumerate(keys)}

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from ..errors import ConfigError
+from audioset_data.cache.codec import encode_clip
+from audioset_data.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..labels import LabelIndex
-    from ..reader import AudioSetCache
+    from audioset_data.cache.reader import AudioSetCache
+    from audioset_data.segments.labels import LabelIndex
 
 #: Audio formats the exports write: lossless both, FLAC about half the size of WAV.
 AUDIO_FORMATS = ("flac", "wav")
@@ -65,8 +66,6 @@ def check_audio_format(fmt: str) -> str:
 def audio_bytes(pcm: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """One clip's int16 samples as a whole WAV or FLAC file."""
     if fmt == "flac" and len(pcm):
-        from ..codec import encode_clip
-
         return encode_clip(pcm, sample_rate, "flac")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:

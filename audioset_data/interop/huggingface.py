@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from ..config import PathLike
-from ..errors import ConfigError
+from audioset_data.config import PathLike
+from audioset_data.errors import ConfigError
+
 from . import (
     audio_bytes,
     check_audio_format,
@@ -34,8 +35,8 @@ from . import (
 )
 
 if TYPE_CHECKING:
-    from ..labels import LabelIndex
-    from ..reader import AudioSetCache
+    from audioset_data.cache.reader import AudioSetCache
+    from audioset_data.segments.labels import LabelIndex
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def to_hf_dataset(
     Parameters
     ----------
     cache
-        The split, from :func:`~audioset_data.reader.open_cache`.
+        The split, from :func:`~audioset_data.cache.reader.open_cache`.
     out
         Folder for the Arrow file (``data.arrow``); reopen it later with
         ``datasets.Dataset.from_file(out / "data.arrow")``.
@@ -83,7 +84,7 @@ def to_hf_dataset(
         Source of the display names (the ``names`` column is null without one).
     positions
         Cache positions to export, in this order (all clips when None), e.g. one part of
-        :func:`~audioset_data.stratify.stratified_split`.
+        :func:`~audioset_data.segments.stratify.stratified_split`.
     audio_format
         ``"flac"`` or ``"wav"``: both lossless, FLAC about half the size.
     batch_size

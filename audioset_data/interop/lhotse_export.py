@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..config import PathLike
-from ..errors import ConfigError
+from audioset_data.config import PathLike
+from audioset_data.errors import ConfigError
+
 from . import (
     audio_bytes,
     check_audio_format,
@@ -32,8 +33,8 @@ from . import (
 )
 
 if TYPE_CHECKING:
-    from ..labels import LabelIndex
-    from ..reader import AudioSetCache
+    from audioset_data.cache.reader import AudioSetCache
+    from audioset_data.segments.labels import LabelIndex
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def to_lhotse(
     Parameters
     ----------
     cache
-        The split, from :func:`~audioset_data.reader.open_cache`.
+        The split, from :func:`~audioset_data.cache.reader.open_cache`.
     out
         Folder for ``audio/``, ``recordings.jsonl.gz`` and ``supervisions.jsonl.gz``.
     label_index

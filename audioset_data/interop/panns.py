@@ -9,11 +9,11 @@ allocated for every row of the segment list before the audio is read, so a clip 
 missing stays an all-zero row (no name, no labels, silence): those placeholders are reported
 and skipped, never imported as clips (PANNs issue 68).
 
-:func:`import_panns` maps each row to the project's key (:func:`~audioset_data.manifest.clip_key`
-of the video id and start: from the name, else from the segment list the file was packed from),
-checks the label columns against the label index, and writes the rows through the project's
-own writer, so the cache is the one a download would have made and later downloads of the
-split skip the clips imported.
+:func:`import_panns` maps each row to the project's key
+(:func:`~audioset_data.cache.manifest.clip_key` of the video id and start: from the name, else from
+the segment list the file was packed from), checks the label columns against the label index, and
+writes the rows through the project's own writer, so the cache is the one a download would have made
+and later downloads of the split skip the clips imported.
 """
 
 from __future__ import annotations
@@ -28,13 +28,17 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from ..config import PathLike
-from ..errors import CacheError, ConfigError
-from ..manifest import clip_key
+from audioset_data.cache.codec import encode_clip
+from audioset_data.cache.manifest import clip_key
+from audioset_data.cache.reader import cache_dir
+from audioset_data.cache.store import CacheWriter, FolderLock, open_manifest
+from audioset_data.config import PathLike
+from audioset_data.errors import CacheError, ConfigError
+from audioset_data.segments.labels import LabelIndex
 
 if TYPE_CHECKING:
-    from ..labels import LabelIndex
-    from ..segment_list import Segments
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.table import Segments
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +131,8 @@ def import_panns(
     h5_path
         The PANNs file (e.g. ``balanced_train.h5``).
     split, root
-        Cache to write: :func:`~audioset_data.store.cache_dir` of ``split`` under the data root.
+        Cache to write: :func:`~audioset_data.cache.reader.cache_dir` of ``split`` under the
+        data root.
     folder
         An explicit cache folder instead of ``split``.
     segments
@@ -154,9 +159,6 @@ def import_panns(
     ConfigError
         No cache named, or the names carry no start time and no segment list is given.
     """
-    from ..labels import LabelIndex
-    from ..store import FolderLock, cache_dir, open_manifest
-
     if folder is None:
         if split is None:
             raise ConfigError("import_panns needs a split name or a cache folder")
@@ -321,9 +323,6 @@ PLACEHOLDER = "placeholder (all-zero waveform and target: a clip PANNs did not h
 def _write(folder: Path, manifest: Any, plan: _Plan, wave: h5py.Dataset, target: np.ndarray,
            mids: np.ndarray, sr: int, fmt: str, batch_size: int, shard_size: int) -> int:
     """Read the rows in blocks, mark placeholders, register and write the rest."""
-    from ..codec import encode_clip
-    from ..store import CacheWriter
-
     clip = wave.shape[1]
     writer = CacheWriter(folder, manifest, fmt=fmt, sample_rate=sr, clip_samples=clip,
                          label_mids=list(mids), batch_size=batch_size, shard_size=shard_size)

@@ -10,7 +10,7 @@ Run from the repository root:
 from dask.distributed import Client, LocalCluster
 
 from audioset_data import open_cache
-from audioset_data.demo import run_demo
+from audioset_data.downloader.demo import run_demo
 
 if __name__ == "__main__":
     with LocalCluster(n_workers=2, threads_per_worker=2, dashboard_address=None) as cluster:

@@ -120,8 +120,8 @@ document.getElementById("q").oninput = (e) => {{
 
 def ontology_tree(shared: Path, out: Path) -> Path:
     """The whole ontology as one self-contained, collapsible and searchable HTML page."""
-    from audioset_data.labels import LabelIndex
     from audioset_data.ontology import Ontology
+    from audioset_data.segments.labels import LabelIndex
 
     onto = Ontology.from_file(shared / "ontology" / "ontology.json")
     labels = set(LabelIndex.from_file(shared / "segments" / "class_labels_indices.csv").mids)
@@ -135,8 +135,8 @@ def ontology_tree(shared: Path, out: Path) -> Path:
 
 def class_priors(shared: Path, out: Path) -> Path:
     """Ranked class priors of the balanced and eval lists (the package's own plot)."""
-    from audioset_data.labels import LabelIndex
-    from audioset_data.segments import Segments
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.table import Segments
 
     index = LabelIndex.from_file(shared / "segments" / "class_labels_indices.csv")
     seg = Segments.from_file(shared / "segments" / "eval_segments.csv", label_index=index)
@@ -149,9 +149,9 @@ def loss_weights(shared: Path, out: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from audioset_data.labels import LabelIndex
     from audioset_data.loaders.losses import positive_weights
-    from audioset_data.priors import ClassPriors
+    from audioset_data.segments.labels import LabelIndex
+    from audioset_data.segments.priors import ClassPriors
 
     index = LabelIndex.from_file(shared / "segments" / "class_labels_indices.csv")
     priors = ClassPriors.from_counts_csv(shared / "segments" / "train_class_counts_panns.csv",
@@ -184,7 +184,7 @@ def loss_weights(shared: Path, out: Path) -> Path:
 def _demo_clip(shared: Path) -> tuple[np.ndarray, int, int, str]:
     """Waveform, true length, rate and key of the first clip of a fresh demo cache."""
     import audioset_data
-    from audioset_data.demo import run_demo
+    from audioset_data.downloader.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="docs-figures-") as root:
         run_demo(root=root, csv_base_url=str(shared / "segments"), n_clips=4, workers=2,
