@@ -54,6 +54,7 @@ class TrainConfig:
     resume: bool = True                   # continue from out/last.pt when it exists
     stop_after: int = 0                   # checkpoint and stop after N steps of this call
     refined: str | None = None            # refined frame targets (audioset refine) to train on
+    deterministic: bool = False           # torch.use_deterministic_algorithms (see Trainer)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:

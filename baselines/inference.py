@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -118,12 +120,12 @@ def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data
         model.train(was_training)
     n_out = _n_out(model)
     clips = np.concatenate(clip_rows) if clip_rows else np.zeros((0, n_out))
-    if distributed:
-        ids, clips = _gather(ids, clips)
-    if not frame_level:
-        return Scores(ids, clips)
     frames = np.concatenate(f_num) if f_num else np.zeros(0, np.int64)
     fs = np.concatenate(f_rows) if f_rows else np.zeros((0, n_out))
+    if distributed:
+        ids, clips, f_ids, frames, fs = _gather(ids, clips, f_ids, frames, fs)
+    if not frame_level:
+        return Scores(ids, clips)
     return Scores(ids, clips, f_ids, frames, fs)
 
 
@@ -132,10 +134,23 @@ def _n_out(model: nn.Module) -> int:
     return int(getattr(inner, "n_classes", 527))
 
 
-def _gather(ids: list[str], clips: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Join every rank's scores, each clip once (the sampler pads with repeats)."""
-    import torch.distributed as dist
-
-    parts: list[tuple[list[str], np.ndarray] | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (ids, clips))
-    return gather_scores([p for p in parts if p is not None])
+def _gather(ids: list[str], clips: np.ndarray, f_ids: list[str], frames: np.ndarray,
+            fs: np.ndarray) -> tuple[list[str], np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """Join every rank's clip and frame scores, each clip once: the distributed sampler pads
+    with repeated clips, which are recognised by clip id (never by comparing scores, which
+    bf16 on different ranks need not reproduce bit for bit)."""
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (ids, clips, f_ids, frames, fs))
+    ids, clips = gather_scores([(p[0], p[1]) for p in parts])
+    keep_ids: list[str] = []
+    keep_frames: list[np.ndarray] = []
+    keep_rows: list[np.ndarray] = []
+    done: set[str] = set()
+    for _, _, p_ids, p_frames, p_rows in parts:
+        new = [k not in done for k in p_ids]
+        keep_ids.extend(k for k, n in zip(p_ids, new, strict=True) if n)
+        keep_frames.append(np.asarray(p_frames)[np.asarray(new, dtype=bool)])
+        keep_rows.append(np.asarray(p_rows)[np.asarray(new, dtype=bool)])
+        done.update(p_ids)
+    return (ids, clips, keep_ids, np.concatenate(keep_frames),
+            np.concatenate(keep_rows))

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from audioset_data.loaders import (
 )
 from audioset_data.segments.labels import LabelIndex
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
 from .inference import autocast, frontend_for, model_inputs, score_loader
 from .models import build_model
@@ -112,11 +113,36 @@ def _dataset(kind: Any, source: str, config: TrainConfig) -> Any:
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators."""
-    import random
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def rank_seeds(seed: int, rank: int, n: int = 4) -> list[int]:
+    """``n`` independent seeds of one rank's augmentation streams, derived from (seed, rank).
+
+    Every rank of a DDP run gets its own dropout, mixup and SpecAugment draws (N GPUs must not
+    see one augmentation stream N times), yet the same (seed, rank) always gives the same
+    streams, and each stream's state is checkpointed per rank, so a resumed run continues each
+    stream at the step where it stopped.
+    """
+    state = np.random.SeedSequence([int(seed), int(rank), 0xA5E7]).generate_state(n, np.uint64)
+    return [int(s % 2**63) for s in state]
+
+
+def use_deterministic(on: bool) -> None:
+    """Make torch choose deterministic kernels (``TrainConfig.deterministic``).
+
+    On the CPU the baselines' kernels are deterministic already and this costs nothing
+    measurable; on CUDA it turns off cuDNN's autotuner and makes scatter/index-add style
+    kernels use their slower deterministic versions (and needs ``CUBLAS_WORKSPACE_CONFIG``,
+    set here when absent), which costs throughput that depends on the model and card.
+    """
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 class Trainer:
@@ -134,6 +160,9 @@ class Trainer:
         self.out = Path(config.out)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+        use_deterministic(config.deterministic)
+        # the same seed on every rank for the model's initial weights (DDP also broadcasts
+        # rank 0's); the augmentation streams below are each rank's own
         seed_everything(config.seed)
 
         self.train_set = _dataset(AudioSetDataset, config.train, config)
@@ -148,8 +177,10 @@ class Trainer:
         self.frame_level = getattr(model, "frontend", "panns") == "vggish"
         rate = self.train_set.cache.sample_rate
         self.frontend = frontend_for(model, rate).to(self.device)
+        global_seed, spec_seed, mix_seed, self.loader_seed = rank_seeds(config.seed, self.rank)
+        seed_everything(global_seed)  # dropout and anything else on the global generators
         self.specaugment = (SpecAugment(generator=torch.Generator(device="cpu")
-                                        .manual_seed(config.seed + 1))
+                                        .manual_seed(spec_seed))
                             if config.specaugment else None)
         model = model.to(self.device)
         if self.device.type == "cuda" and config.channels_last:
@@ -164,7 +195,7 @@ class Trainer:
         self.criterion = PriorBalancedBCE.from_priors(
             np.maximum(self.priors, 0.0) if counts.any() else np.ones(n_classes),
             beta=config.beta).to(self.device)
-        self.mixup = Mixup(config.mixup, mode="permute", seed=config.seed + 2) \
+        self.mixup = Mixup(config.mixup, mode="permute", seed=mix_seed) \
             if config.mixup > 0 else None
 
         self.refined = self._refined()
@@ -219,28 +250,40 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             # a loader of its own draws the worker seeds, so building one at a resume point
             # leaves the global RNG (dropout) exactly where an uninterrupted run has it
-            generator=torch.Generator().manual_seed(c.seed),
+            generator=torch.Generator().manual_seed(self.loader_seed),
         )
 
     # -- checkpoints ----------------------------------------------------------------------
-    def _extra_state(self) -> dict[str, Any]:
-        extra: dict[str, Any] = {"consumed": self.consumed}
+    def _rank_state(self) -> dict[str, Any]:
+        """This rank's own random state: global generators, mixup and SpecAugment."""
+        state: dict[str, Any] = {"rng": rng_states()}
         if self.mixup is not None:
-            extra["mixup"] = self.mixup.state_dict()
+            state["mixup"] = self.mixup.state_dict()
         if self.specaugment is not None:
-            extra["specaugment"] = self.specaugment.generator.get_state()
-        return extra
+            state["specaugment"] = self.specaugment.generator.get_state()
+        return state
+
+    def _extra_state(self) -> dict[str, Any]:
+        """What the checkpoint keeps beside the weights; ``ranks`` holds every rank's random
+        state (gathered to rank 0), so resume is exact under DDP too."""
+        mine = self._rank_state()
+        ranks = [mine]
+        if self.world > 1:
+            gathered: list[Any] = [None] * self.world
+            dist.all_gather_object(gathered, mine)
+            ranks = gathered
+        return {"consumed": self.consumed, "ranks": ranks}
 
     def save(self, name: str = "last.pt") -> Path:
         """Checkpoint the whole state to ``out/name`` (rank 0 writes; all ranks wait)."""
         path = self.out / name
         state = self.sampler.state_dict()
         state["position"] = self.consumed
+        extra = self._extra_state()  # a collective under DDP: every rank takes part
         if self.rank == 0:
             save_checkpoint(path, model=self.model, optimizer=self.optimizer,
                             scheduler=self.scheduler, sampler_state=state, step=self.step,
-                            epoch=self.epoch, config=self.config.to_dict(),
-                            extra=self._extra_state())
+                            epoch=self.epoch, config=self.config.to_dict(), extra=extra)
         if self.world > 1:
             dist.barrier()
         return path
@@ -255,10 +298,21 @@ class Trainer:
         sampler_state = dict(info["sampler_state"])
         sampler_state["rank"] = self.rank
         self.sampler.load_state_dict(sampler_state)
-        if self.mixup is not None and "mixup" in extra:
-            self.mixup.load_state_dict(extra["mixup"])
-        if self.specaugment is not None and "specaugment" in extra:
-            self.specaugment.generator.set_state(extra["specaugment"])
+        ranks = extra.get("ranks")
+        if ranks and len(ranks) == self.world:
+            mine = ranks[self.rank]
+            set_rng_states(mine["rng"])
+        elif ranks:
+            logger.warning("%s was written by %d processes, this run has %d: each rank's "
+                           "augmentation stream starts afresh from (seed, rank)", path,
+                           len(ranks), self.world)
+            mine = {}
+        else:  # a checkpoint of an earlier release: one process's state at the top level
+            mine = extra
+        if self.mixup is not None and "mixup" in mine:
+            self.mixup.load_state_dict(mine["mixup"])
+        if self.specaugment is not None and "specaugment" in mine:
+            self.specaugment.generator.set_state(mine["specaugment"])
         logger.info("resumed %s at step %d (epoch %d, %d clips in)", path, self.step,
                     self.epoch, self.consumed)
 

@@ -141,6 +141,67 @@ def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(sound_caches,
     assert steps[-1] == 48 // (4 * 2)  # each rank takes half of the 48-clip epoch
 
 
+_DDP_SCRIPT = """
+import hashlib, json, sys, torch, torch.distributed as dist
+from audioset_data.baselines import TrainConfig
+from audioset_data.baselines.training import Trainer
+out, stop = sys.argv[1], int(sys.argv[2])
+cfg = TrainConfig(model='fc', train='snd_train', eval=None, out=out, batch_size=4,
+                  hidden=(32,), num_workers=0, epochs=2.0, checkpoint_every=0,
+                  sampler='balanced', device='cpu', mixup=0.5, specaugment=True,
+                  stop_after=stop, log_every=1)
+t = Trainer(cfg, progress=False)
+def digest(x):
+    return hashlib.sha256(repr(x).encode()).hexdigest()
+streams = {'torch': digest(torch.get_rng_state().tolist()),
+           'mixup': digest(t.mixup.state_dict()),
+           'specaugment': digest(t.specaugment.generator.get_state().tolist())}
+json.dump(streams, open(f'{out}/streams{t.rank}-{stop}.json', 'w'))
+t.fit()
+torch.save(t.model.state_dict(), f'{out}/rank{t.rank}.pt')
+dist.destroy_process_group()
+"""
+
+
+def _torchrun(script: Path, *args: str) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(_free_port()), str(script), *args],
+        capture_output=True, text=True, timeout=300, env=env, cwd=script.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_ranks_draw_their_own_augmentation_and_resume_bit_identical(sound_caches,
+                                                                        tmp_path):
+    script = tmp_path / "ddp_resume.py"
+    script.write_text(_DDP_SCRIPT)
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    whole.mkdir(), split.mkdir()
+    _torchrun(script, str(whole), "0")
+    _torchrun(script, str(split), "5")   # stops mid-epoch after 5 of 12 steps
+    _torchrun(script, str(split), "0")   # resumes from split/last.pt and finishes
+    # each rank has its own dropout, mixup and SpecAugment stream, reproducible by rank
+    s0 = json.loads((whole / "streams0-0.json").read_text())
+    s1 = json.loads((whole / "streams1-0.json").read_text())
+    assert all(s0[k] != s1[k] for k in s0)
+    assert s0 == json.loads((split / "streams0-5.json").read_text())
+    for rank in (0, 1):
+        a = torch.load(whole / f"rank{rank}.pt", weights_only=True)
+        b = torch.load(split / f"rank{rank}.pt", weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"rank {rank} differs after resume"
+    steps = [json.loads(x)["step"] for x in (split / "metrics.jsonl").read_text().splitlines()
+             if '"loss"' in x]
+    assert steps == list(range(1, 13))
+    # the losses logged after the resume equal the uninterrupted run's
+    loss = {json.loads(x)["step"]: json.loads(x)["loss"]
+            for x in (whole / "metrics.jsonl").read_text().splitlines() if '"loss"' in x}
+    resumed = [json.loads(x) for x in (split / "metrics.jsonl").read_text().splitlines()
+               if '"loss"' in x]
+    assert all(r["loss"] == loss[r["step"]] for r in resumed)
+
+
 @pytest.mark.slow
 def test_benchmark_smoke_and_predict_then_evaluate(data_root, tmp_path, capsys):
     # 2-s clips keep three models' training on a CPU short; frame models still get 2 examples
