@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from audioset_data.errors import ConfigError
 from audioset_data.evaluation.aggregate import frames_to_clips
 from audioset_data.evaluation.harness import gather_scores
+from audioset_data.loaders.embeddings import dequantize
 from audioset_data.loaders.frontend import PANNS, VGGISH, LogMel
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,34 @@ def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data
     if not frame_level:
         return Scores(ids, clips)
     return Scores(ids, clips, f_ids, frames, fs)
+
+
+@torch.no_grad()
+def score_embeddings(model: nn.Module, loader: torch.utils.data.DataLoader,
+                     device: torch.device, *, bf16: bool = False, progress: bool = False,
+                     distributed: bool = False) -> Scores:
+    """Clip scores of a model that reads the release's embeddings, for every batch of
+    ``loader`` (items of an :class:`~audioset_data.loaders.embeddings.EmbeddingDataset`).
+    A clip with no frames still gets a row: every clip of the split is scored."""
+    was_training = model.training
+    model.eval()
+    ids: list[str] = []
+    rows: list[np.ndarray] = []
+    try:
+        for batch in tqdm(loader, desc="scoring", disable=not progress, leave=False):
+            x = dequantize(batch["embedding"].to(device, non_blocking=True))
+            mask = batch["mask"].to(device)
+            with autocast(device, bf16):
+                logits = model(x, mask)
+            rows.append(torch.sigmoid(logits.float()).cpu().numpy())
+            ids.extend(batch["key"])
+    finally:
+        model.train(was_training)
+    clips = np.concatenate(rows) if rows else np.zeros((0, _n_out(model)))
+    if distributed:
+        ids, clips, *_ = _gather(ids, clips, [], np.zeros(0, np.int64),
+                                 np.zeros((0, clips.shape[1])))
+    return Scores(ids, clips)
 
 
 def _n_out(model: nn.Module) -> int:

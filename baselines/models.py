@@ -16,6 +16,7 @@ from torch import nn
 from audioset_data.errors import ConfigError
 
 from .cnn14 import Cnn14
+from .embedding import EmbeddingAttention, EmbeddingFC
 from .fc import FullyConnected
 from .resnet import ResNet50
 
@@ -23,13 +24,30 @@ MODELS: dict[str, type[nn.Module]] = {
     "fc": FullyConnected,
     "resnet50": ResNet50,
     "cnn14": Cnn14,
+    "embedding-fc": EmbeddingFC,
+    "embedding-attention": EmbeddingAttention,
 }
 
 ClipPool = Literal["mean", "max"]
 
 
+def reads_embeddings(name: str) -> bool:
+    """Whether the model ``name`` reads the release's 128-d embeddings (an embeddings store)
+    rather than audio through a log-mel front end.
+
+    Raises
+    ------
+    ConfigError
+        ``name`` is not registered.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return getattr(MODELS[name], "frontend", "") == "embeddings"
+
+
 def build_model(name: str, n_classes: int = 527, **kwargs: object) -> nn.Module:
-    """A fresh model of the registered ``name`` (``"fc"``, ``"resnet50"``, ``"cnn14"``).
+    """A fresh model of the registered ``name`` (``"fc"``, ``"resnet50"``, ``"cnn14"``,
+    ``"embedding-fc"``, ``"embedding-attention"``).
 
     Raises
     ------

@@ -17,11 +17,11 @@ from audioset_data.audio.memory import decode_audio
 from audioset_data.cache.manifest import MANIFEST_NAME
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
-from audioset_data.loaders import AudioSetDataset, collate
+from audioset_data.loaders import AudioSetDataset, EmbeddingDataset, collate, collate_embeddings
 
 from .checkpoint import load_checkpoint
 from .config import TrainConfig
-from .inference import Scores, frontend_for, score_loader
+from .inference import Scores, frontend_for, score_embeddings, score_loader
 from .models import build_model
 
 logger = logging.getLogger(__name__)
@@ -90,6 +90,14 @@ def predict(
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
     model, config = load_trained(checkpoint, str(dev))
+    if model.frontend == "embeddings":
+        # the model reads the release's embeddings: ``source`` names an embeddings store
+        # (a split may exist both as an audio cache and as a store; the model decides)
+        data = EmbeddingDataset(source, root=root)
+        loader = torch.utils.data.DataLoader(data, batch_size=max(batch_size, 256),
+                                             collate_fn=collate_embeddings)
+        scores = score_embeddings(model, loader, dev, progress=progress)
+        return _write(scores, out)
     frame_level = model.frontend == "vggish"
     folder = Path(source)
     audio_folder = folder.is_dir() and not (folder / MANIFEST_NAME).exists() and any(
@@ -105,6 +113,11 @@ def predict(
     frontend = frontend_for(model, rate).to(dev)
     scores = score_loader(model, frontend, loader, dev, frame_level=frame_level,
                           progress=progress)
+    return _write(scores, out)
+
+
+def _write(scores: Scores, out: PathLike) -> Scores:
+    """Save ``scores`` to ``out`` (``.npz``; the suffix is added when missing)."""
     out = Path(out)
     if out.suffix != ".npz":
         out = out.with_suffix(".npz")

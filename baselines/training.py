@@ -33,19 +33,22 @@ from audioset_data.fileio import atomic_write
 from audioset_data.loaders import (
     AudioSetDataset,
     BalancedSampler,
+    EmbeddingDataset,
     Mixup,
     PriorBalancedBCE,
     ShuffleSampler,
     SpecAugment,
     WeightedSampler,
     collate,
+    collate_embeddings,
 )
+from audioset_data.loaders.embeddings import dequantize
 from audioset_data.segments.labels import LabelIndex
 
 from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
-from .inference import autocast, frontend_for, model_inputs, score_loader
-from .models import build_model
+from .inference import autocast, frontend_for, model_inputs, score_embeddings, score_loader
+from .models import build_model, reads_embeddings
 from .refine import RefinedTargets
 
 logger = logging.getLogger(__name__)
@@ -101,13 +104,19 @@ def warmup_cosine(total: int, warmup: float) -> Any:
     return factor
 
 
-def _dataset(kind: Any, source: str, config: TrainConfig) -> Any:
-    """The dataset of a cached split, cut to its first ``max_clips`` clips when asked."""
+def _dataset(embeddings: bool, source: str, config: TrainConfig) -> Any:
+    """The dataset of a split, cut to its first ``max_clips`` clips when asked: an audio cache,
+    or for a model that reads the release's embeddings, the embeddings store of that name."""
+    if embeddings:
+        data: Any = EmbeddingDataset(source, root=config.root)
+        if config.max_clips and len(data) > config.max_clips:
+            data = EmbeddingDataset(data.store, selection=np.arange(config.max_clips))
+        return data
     # int16 batches: half the bytes through workers and pinned memory; the front end scales
     # them on the device (benchmarks/results/loader.md)
-    data = kind(source, root=config.root, dtype="int16")
+    data = AudioSetDataset(source, root=config.root, dtype="int16")
     if config.max_clips and len(data) > config.max_clips:
-        data = kind(data.cache, selection=np.arange(config.max_clips), dtype="int16")
+        data = AudioSetDataset(data.cache, selection=np.arange(config.max_clips), dtype="int16")
     return data
 
 
@@ -165,9 +174,12 @@ class Trainer:
         # rank 0's); the augmentation streams below are each rank's own
         seed_everything(config.seed)
 
-        self.train_set = _dataset(AudioSetDataset, config.train, config)
-        self.eval_set = _dataset(AudioSetDataset, config.eval, config) if config.eval else None
-        self.collate = collate
+        # the model says what it reads: the release's embeddings, or audio through a front end
+        self.embeddings = reads_embeddings(config.model)
+        self.train_set = _dataset(self.embeddings, config.train, config)
+        self.eval_set = (_dataset(self.embeddings, config.eval, config) if config.eval
+                         else None)
+        self.collate = collate_embeddings if self.embeddings else collate
         targets = self.train_set.targets
         counts = np.asarray(targets.sum(axis=0)).ravel()
         self.priors = counts / max(1, targets.shape[0])
@@ -175,8 +187,15 @@ class Trainer:
 
         model = build_model(config.model, n_classes=n_classes, **self._model_options())
         self.frame_level = getattr(model, "frontend", "panns") == "vggish"
-        rate = self.train_set.cache.sample_rate
-        self.frontend = frontend_for(model, rate).to(self.device)
+        self.frontend: nn.Module | None = None
+        if self.embeddings:
+            if config.specaugment or config.refined:
+                raise ConfigError(f"model {config.model!r} reads the release's embeddings: "
+                                  "SpecAugment and refined frame targets apply to log-mel "
+                                  "models only")
+        else:
+            rate = self.train_set.cache.sample_rate
+            self.frontend = frontend_for(model, rate).to(self.device)
         global_seed, spec_seed, mix_seed, self.loader_seed = rank_seeds(config.seed, self.rank)
         seed_everything(global_seed)  # dropout and anything else on the global generators
         self.specaugment = (SpecAugment(generator=torch.Generator(device="cpu")
@@ -245,7 +264,10 @@ class Trainer:
         c = self.config
         return torch.utils.data.DataLoader(
             dataset, batch_size=c.batch_size, sampler=sampler, collate_fn=self.collate,
-            num_workers=c.num_workers, drop_last=train and self.drop_last,
+            # an embeddings batch is one memory-mapped slice (well under a millisecond):
+            # worker processes would only add pickling
+            num_workers=0 if self.embeddings else c.num_workers,
+            drop_last=train and self.drop_last,
             persistent_workers=False,
             pin_memory=self.device.type == "cuda",
             # a loader of its own draws the worker seeds, so building one at a resume point
@@ -317,9 +339,26 @@ class Trainer:
                     self.epoch, self.consumed)
 
     # -- training -------------------------------------------------------------------------
+    def _embedding_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and targets of a batch of release embeddings (mixup mixes the frames; a
+        mixed clip has the frames either of its two clips has)."""
+        x = dequantize(batch["embedding"].to(self.device, non_blocking=True))
+        mask = batch["mask"].to(self.device)
+        target = batch["target"].to(self.device, non_blocking=True).float()
+        if self.mixup is not None:
+            mixed = self.mixup(x, target)
+            x, target = mixed.inputs, mixed.targets
+            mask = mask[mixed.first] | mask[mixed.second]
+        with autocast(self.device, self.bf16):
+            logits = self.net(x, mask)
+        return logits, target
+
     def train_step(self, batch: dict[str, Any]) -> torch.Tensor:
         """One optimiser step on one batch; returns the loss as a detached tensor (reading it
         waits for the device, so the loop does that only when it logs)."""
+        if self.embeddings:
+            logits, target = self._embedding_logits(batch)
+            return self._optimise(self.criterion(logits.float(), target, None))
         wave = batch["waveform"].to(self.device, non_blocking=True)
         lengths = batch["length"].to(self.device)
         target = batch["target"].to(self.device, non_blocking=True).float()
@@ -343,7 +382,10 @@ class Trainer:
             if self.device.type == "cuda" and self.config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = self.net(x)
-        loss = self.criterion(logits.float(), target, mask)
+        return self._optimise(self.criterion(logits.float(), target, mask))
+
+    def _optimise(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip, step the optimiser and the schedule; the loss, detached."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip > 0:
@@ -360,16 +402,22 @@ class Trainer:
         sampler = ShuffleSampler(len(self.eval_set), shuffle=False, num_replicas=self.world,
                                  rank=self.rank)
         loader = self._loader(self.eval_set, sampler, train=False)
-        scores = score_loader(self.net, self.frontend, loader, self.device,
-                              frame_level=self.frame_level, bf16=self.bf16,
-                              progress=self.progress and self.rank == 0,
-                              distributed=self.world > 1)
+        if self.embeddings:
+            scores = score_embeddings(self.net, loader, self.device, bf16=self.bf16,
+                                      progress=self.progress and self.rank == 0,
+                                      distributed=self.world > 1)
+        else:
+            scores = score_loader(self.net, self.frontend, loader, self.device,
+                                  frame_level=self.frame_level, bf16=self.bf16,
+                                  progress=self.progress and self.rank == 0,
+                                  distributed=self.world > 1)
         if self.rank != 0:
             return None
         targets = self.eval_set.targets
         where = {k: i for i, k in enumerate(self.eval_set.keys)}
         rows = [where[k] for k in scores.ids]
-        mids = self.eval_set.cache.label_mids
+        mids = (self.eval_set.label_mids if self.embeddings
+                else self.eval_set.cache.label_mids)
         result = evaluate(scores.clips, targets[rows], clip_ids=scores.ids,
                           label_index=LabelIndex(mids, mids), n_listed=len(self.eval_set))
         self.evaluation = result

@@ -1,4 +1,5 @@
-"""Training batches from the download cache: datasets, samplers, the loss, mixup, log-mel.
+"""Training batches from the download cache or an embeddings store: datasets, samplers, the
+loss, mixup, log-mel.
 
 Names are imported on first use. The samplers and :class:`NumpyBatches` need only NumPy (for
 JAX or TensorFlow users); the datasets, the loss, the front end and SpecAugment need torch.
@@ -27,6 +28,8 @@ _LAZY = {
     "PriorBalancedBCE": "audioset_data.loaders.losses",
     "positive_weights": "audioset_data.loaders.losses",
     "prior_balanced_bce": "audioset_data.loaders.losses",
+    "EmbeddingDataset": "audioset_data.loaders.embeddings",
+    "collate_embeddings": "audioset_data.loaders.embeddings",
     "Mixup": "audioset_data.loaders.mixup",
     "FrontEndConfig": "audioset_data.loaders.frontend",
     "VGGISH": "audioset_data.loaders.frontend",

@@ -308,6 +308,15 @@ def test_forced_split_selects_from_release_folders(tmp_path: Path, data_root: Pa
         open_store("balanced", root=data_root)
 
 
+def test_forced_split_names_the_folder_given(tmp_path: Path, data_root: Path):
+    # the files directly in the folder named on the command line take the split named with
+    # it, even when the folder carries another release name
+    folder = write_release(tmp_path / "rel", _records(4), split="balanced")
+    assert folder.name == "bal_train"
+    rep = _import(folder, data_root, split="eval")
+    assert set(rep.splits) == {"eval"} and len(open_store("eval", root=data_root)) == 4
+
+
 # ----------------------------------------------------------------------------- the store
 def test_reimport_replaces_atomically(tmp_path: Path, data_root: Path):
     first = tmp_path / "one" / "eval"

@@ -44,6 +44,7 @@ from .release import (
     QUANT_MIN,
     RELEASE_CLASSES,
     RELEASE_FRAMES,
+    features_url,
     fetch_release,
     parse_fields,
 )
@@ -175,7 +176,6 @@ class _SplitWriter:
         self.bad: list[tuple[int, list[int]]] = []
         self.over: list[tuple[int, int]] = []
         self.n = 0
-        self.message = sequence_example_class()()
 
     def add_file(self, src: SourceFile) -> int:
         """Read every record of ``src`` (CRCs checked); return how many."""
@@ -188,10 +188,13 @@ class _SplitWriter:
         buf, keys, ids = self.buf, self.key_list, self.id_list
         starts, ends, frames_col = self.starts, self.ends, self.frames
         n_labels, labels_col = self.n_labels, self.labels
-        message = self.message
+        message_class = sequence_example_class()
         count = 0
         for rec, payload in enumerate(iter_payloads(src.stream, src.display)):
-            vid, start, end, labels, frames = parse_fields(payload, message, src.display, rec)
+            # a fresh message per record: upb keeps what a reused one parsed in its arena
+            # (measured: 400 MB per 110,000 records), and a fresh one is faster too
+            vid, start, end, labels, frames = parse_fields(payload, message_class(), src.display,
+                                                           rec)
             k = len(frames)
             if k > max_frames:
                 self.over.append((self.n, k))
@@ -427,9 +430,9 @@ def import_features(
     forced = split_name(split) if split is not None else None
     fetched: dict[str, Any] = {}
     if source is None or (isinstance(source, str) and "://" in source):
-        url = None if source is None else str(source)
+        url = features_url(None if source is None else str(source))
         path = fetch_release(url, root=root, progress=progress)
-        fetched = {"url": url or "official"}
+        fetched = {"url": url}
     else:
         path = Path(source)
     src = ReleaseSource(path, forced)
@@ -452,7 +455,7 @@ def import_features(
                 records += w.add_file(f)
             except AudioSetError:
                 raise
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            except (tarfile.TarError, EOFError, zlib.error) as exc:  # reading a tar stream
                 raise FeaturesError(f"{f.display}: the archive is damaged or truncated "
                                     f"({exc}); fetch it again") from None
             bar.update(src.bytes_done - done)

@@ -79,7 +79,10 @@ def _classes() -> dict[str, Any]:
     proto = _file()
     pool.Add(proto)
     fd = pool.FindFileByName(proto.name)
-    return {name: message_factory.GetMessageClass(fd.message_types_by_name[name])
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.22
+    if get_class is None:
+        get_class = message_factory.MessageFactory(pool).GetPrototype
+    return {name: get_class(fd.message_types_by_name[name])
             for name in ("Feature", "Features", "FeatureList", "FeatureLists", "Example",
                          "SequenceExample")}
 

@@ -35,7 +35,7 @@ from audioset_data.fileio import atomic_write
 
 from .errors import CorruptRecordError
 from .proto import sequence_example_class
-from .tfrecord import write_tfrecord
+from .tfrecord import read_payloads, write_tfrecord
 
 logger = logging.getLogger("audioset_data.features")
 
@@ -112,8 +112,9 @@ def parse_fields(payload: bytes, message: Any, name: str, index: int
                  ) -> tuple[bytes, float, float, Any, list[bytes]]:
     """Decode one SequenceExample into ``(video_id, start, end, labels, frames)``.
 
-    ``message`` is a reusable SequenceExample instance; ``labels`` is the message's repeated
-    int64 container and ``frames`` the list of per-second byte strings (128 bytes each).
+    ``message`` is a new, empty SequenceExample (do not reuse one: upb keeps everything a
+    message ever parsed in its arena); ``labels`` is the message's repeated int64 container
+    and ``frames`` the list of per-second byte strings (128 bytes each).
 
     Raises
     ------
@@ -154,8 +155,6 @@ def decode_record(payload: bytes, *, name: str = "<bytes>", index: int = 0) -> F
 
 def read_feature_file(path: PathLike) -> list[FeatureRecord]:
     """Every record of one ``.tfrecord`` file of the release, CRCs checked (small files)."""
-    from .tfrecord import read_payloads
-
     return [decode_record(p, name=str(path), index=i) for i, p in enumerate(read_payloads(path))]
 
 

@@ -3,8 +3,10 @@ member by member (never extracted to disk), each file tagged with its split.
 
 A file's split is the release folder it sits in (``bal_train`` → ``balanced``, ``eval``,
 ``unbal_train`` → ``unbalanced``), looked up from the nearest folder upward. With ``split``
-given, files in a release folder of another split are skipped, and files outside any release
-folder belong to ``split``; without it such files are an error that names the flag.
+given, the ``.tfrecord`` files directly in a folder named as the input belong to ``split`` (so
+``import bal_train/ --split eval`` imports them as ``eval``), files in a release folder of another
+split below the input are skipped, and files outside any release folder belong to ``split``;
+without it such files are an error that names the flag.
 """
 
 from __future__ import annotations
@@ -138,7 +140,11 @@ class ReleaseSource:
         base = self.path if self.info["kind"] == "folder" else self.path.parent
         for p in self._files:
             rel = p.relative_to(base).parts
-            if self.info["kind"] == "folder":  # the input may be the split folder itself
+            if self.info["kind"] == "folder" and self.split is not None and len(rel) == 1:
+                # files directly in the folder named on the command line belong to the split
+                # named with it, whatever the folder is called
+                got = (self.split, rel[0])
+            elif self.info["kind"] == "folder":  # the input may be the split folder itself
                 got = self._assign((base.name, *rel), repr(str(p)), skip=1)
             else:
                 got = self._assign(rel, repr(str(p)))
