@@ -8,7 +8,7 @@ free axis) and ``embedding_dim``. Every model has ``forward(x) -> logits`` and
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -43,6 +43,14 @@ def reads_embeddings(name: str) -> bool:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     return getattr(MODELS[name], "frontend", "") == "embeddings"
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+    """The training settings that work for model ``name`` where they differ from
+    :class:`~audioset_data.baselines.config.TrainConfig`'s (a class's ``train_defaults``):
+    ``audioset train --model NAME`` starts from them, and flags given override them."""
+    reads_embeddings(name)  # checks the name
+    return dict(getattr(MODELS[name], "train_defaults", {}))
 
 
 def build_model(name: str, n_classes: int = 527, **kwargs: object) -> nn.Module:

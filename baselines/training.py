@@ -48,7 +48,7 @@ from audioset_data.segments.labels import LabelIndex
 from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
 from .inference import autocast, frontend_for, model_inputs, score_embeddings, score_loader
-from .models import build_model, reads_embeddings
+from .models import build_model, model_defaults, reads_embeddings
 from .refine import RefinedTargets
 
 logger = logging.getLogger(__name__)
@@ -157,7 +157,10 @@ def use_deterministic(on: bool) -> None:
 class Trainer:
     """The state of one run; :meth:`fit` trains it. Most users call :func:`train`."""
 
-    def __init__(self, config: TrainConfig, *, progress: bool = True):
+    def __init__(self, config: TrainConfig, *, progress: bool = True,
+                 train_data: Any = None, eval_data: Any = None):
+        """``train_data`` / ``eval_data``: datasets to use instead of the splits the config
+        names (e.g. a stratified part of a store), of the kind the model reads."""
         self.config = config
         self.progress = progress
         self.rank, self.world, local = _init_distributed(config.device)
@@ -176,8 +179,10 @@ class Trainer:
 
         # the model says what it reads: the release's embeddings, or audio through a front end
         self.embeddings = reads_embeddings(config.model)
-        self.train_set = _dataset(self.embeddings, config.train, config)
-        self.eval_set = (_dataset(self.embeddings, config.eval, config) if config.eval
+        self.train_set = (train_data if train_data is not None
+                          else _dataset(self.embeddings, config.train, config))
+        self.eval_set = (eval_data if eval_data is not None
+                         else _dataset(self.embeddings, config.eval, config) if config.eval
                          else None)
         self.collate = collate_embeddings if self.embeddings else collate
         targets = self.train_set.targets
@@ -497,7 +502,11 @@ class Trainer:
 
 def train(config: TrainConfig | None = None, *, progress: bool = True,
           **overrides: Any) -> TrainResult:
-    """Train a baseline (see :class:`TrainConfig`; keyword overrides change its fields)."""
-    config = (config or TrainConfig()).replace(**overrides) if overrides else \
-        (config or TrainConfig())
+    """Train a baseline (see :class:`TrainConfig`; keyword overrides change its fields).
+
+    Without a ``config`` the run starts from the model's own recipe where it has one
+    (:func:`~audioset_data.baselines.models.model_defaults`), then applies ``overrides``."""
+    if config is None:
+        config = TrainConfig(**model_defaults(overrides.get("model", TrainConfig.model)))
+    config = config.replace(**overrides) if overrides else config
     return Trainer(config, progress=progress).fit()

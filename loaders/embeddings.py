@@ -46,10 +46,14 @@ class EmbeddingDataset(Dataset):
         Data root holding ``features/<split>/`` (default: the usual data home).
     selection : array of int or bool, optional
         Rows of the store to serve (default: all of them, in key order).
+    classes : array of int, optional
+        Label columns to keep; the others read as negative everywhere (to train on part of
+        the classes and probe the rest).
     """
 
     def __init__(self, source: str | PathLike | EmbeddingStore, root: PathLike | None = None,
-                 selection: Sequence[int] | np.ndarray | None = None):
+                 selection: Sequence[int] | np.ndarray | None = None,
+                 classes: Sequence[int] | np.ndarray | None = None):
         if isinstance(source, EmbeddingStore):
             self.store = source
         elif isinstance(source, str) and "/" not in source and "\\" not in source:
@@ -65,7 +69,12 @@ class EmbeddingDataset(Dataset):
             if len(positions) and (positions.min() < 0 or positions.max() >= n):
                 raise ConfigError(f"selection names rows outside the {n} of {self.store}")
         self.positions = positions
-        self.targets: sp.csr_array = self.store.targets()[positions]
+        targets = sp.csr_array(self.store.targets()[positions])
+        if classes is not None:
+            keep = np.zeros(targets.shape[1], bool)
+            keep[np.asarray(classes, dtype=np.int64)] = True
+            targets = sp.csr_array(targets.multiply(keep[None, :]).astype(bool))
+        self.targets: sp.csr_array = targets
         self.keys = np.asarray(self.store.keys)[positions].astype(str)
         self.label_mids = [str(i) for i in range(self.store.n_classes)]
 

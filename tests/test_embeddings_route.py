@@ -70,3 +70,30 @@ def test_import_train_predict_scores_every_clip(release, tmp_path, model, capsys
     order = [row[k] for k in ids]
     ap = [average_precision_score(y[order, c], s[:, c]) for c in range(N_CLASSES)]
     assert np.mean(ap) > 0.85, ap
+
+
+@pytest.mark.slow
+def test_features_benchmark_smoke_writes_table_figures_and_probe(release, tmp_path, capsys):
+    train, evaluation = release
+    root = tmp_path / "data"
+    assert main(["features", "import", str(train), "--root", str(root), "--no-coverage"]) == 0
+    assert main(["features", "import", str(evaluation), "--split", "eval", "--root", str(root),
+                 "--no-coverage"]) == 0
+    out = tmp_path / "bench"
+    capsys.readouterr()
+    assert main(["benchmark", "--features", "--smoke", "--root", str(root),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for model in ("linear", "embedding-fc", "embedding-attention"):
+        assert f"| {model} |" in printed
+    import json
+
+    report = json.loads((out / "features.json").read_text())
+    assert [r["eval clips"] for r in report["rows"]] == [240, 240, 240]  # the eval store
+    assert report["rows"][0]["mAP"] > 0.5  # the anchor sees the class directions
+    probe = report["probe"]
+    assert probe["trained on classes"] + probe["probed classes"] == N_CLASSES
+    assert set(probe) >= {"learned embedding", "raw release embeddings (mean+max)"}
+    assert (out / "map_vs_clips.png").stat().st_size > 0
+    assert (out / "dprime_vs_prior.png").stat().st_size > 0
+    assert "## mAP against training clips" in (out / "features.md").read_text()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from audioset_data.errors import ConfigError
 
@@ -42,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="loss-balancing exponents; 'seed' for the seed's sweep 0,0.1,0.25,1")
     b.add_argument("--smoke", action="store_true",
                    help="a tiny run of the whole pipeline (minutes on a CPU)")
+    b.add_argument("--features", action="store_true",
+                   help="the seed-style table on the official embeddings release instead "
+                        "(stores from `audioset features import`; --train, default balanced, "
+                        "and --eval, default eval, name them): models embedding-fc, "
+                        "embedding-attention and a linear anchor, the mAP-vs-training-clips "
+                        "and d′-vs-prior figures and the held-out-classes probe")
     add_config_arguments(b, skip=("model", "beta"))
     b.set_defaults(func=_benchmark)
 
@@ -59,9 +66,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     baselines = _baselines()
-    from audioset_data.baselines.config import config_from_args
+    from audioset_data.baselines.config import TrainConfig, config_from_args
+    from audioset_data.baselines.models import model_defaults
 
-    result = baselines.train(config_from_args(args))
+    # the model's own recipe where it has one (the embedding models), then the flags given
+    base = TrainConfig(**model_defaults(args.cfg_model or TrainConfig.model))
+    result = baselines.train(config_from_args(args, base))
     if result.evaluation is not None:
         print(result.evaluation.to_markdown())
     print(f"checkpoint: {result.checkpoint}", file=sys.stderr)
@@ -72,6 +82,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     baselines = _baselines()
     from audioset_data.baselines.config import config_from_args
 
+    if args.features:
+        return _features_benchmark(args)
     config = config_from_args(args)
     if args.betas.strip().lower() == "seed":
         betas = baselines.SEED_BETAS
@@ -86,6 +98,21 @@ def _benchmark(args: argparse.Namespace) -> int:
                                      root=config.root, out=config.out, smoke=args.smoke,
                                      base=config)
     print(report.to_markdown())
+    return 0
+
+
+def _features_benchmark(args: argparse.Namespace) -> int:
+    """``audioset benchmark --features``: the embeddings release's table and figures."""
+    bench = baselines_module("features_benchmark")
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    evaluation = given.get("eval", "eval")
+    out = given.get("out", "runs/features-benchmark")
+    result = bench.run_features_benchmark(
+        root=given.get("root"), train=given.get("train", "balanced"),
+        eval_split=None if str(evaluation).lower() in ("none", "") else evaluation,
+        out=out, quick=args.smoke, progress=sys.stderr.isatty())
+    print(result.table())
+    print(f"table, figures and probe: {Path(out) / 'features.md'}", file=sys.stderr)
     return 0
 
 
