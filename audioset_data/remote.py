@@ -357,8 +357,10 @@ def fetch(
     force
         Fetch again even when a verified copy is cached.
     accept_new_upstream
-        Keep a file whose checksum differs from the pinned release, and verify later uses
-        against the new checksum (``--accept-new-upstream`` on the command line).
+        Keep a file whose checksum differs from the pinned release (``--accept-new-upstream``
+        on the command line). Such a copy is verified against its own checksum on later uses
+        that accept it too, from the same address; a use without it (or from another address)
+        fetches the file again and requires the pinned release.
     verify
         Hash a cached copy again even when its size and modification time are unchanged since
         it was verified (by default those two are the marker that skips re-reading it).
@@ -379,6 +381,16 @@ def fetch(
     except ValueError:
         meta = None
 
+    url = remote.url(base_url)
+    if meta and meta.get("accepted_new_upstream") and not (
+            accept_new_upstream and meta.get("url") == url):
+        # a non-pinned copy serves only the runs that accept it, from the source it came from
+        why = ("without accept_new_upstream" if not accept_new_upstream
+               else f"it came from {meta.get('url')!r}, not {url!r}")
+        logger.warning("cached %s is a non-pinned version accepted earlier; %s the pinned "
+                       "release is required: fetching %s", dest, why, url)
+        meta = None
+        force = True
     if dest.is_file() and not force:
         expected = _expected(remote, meta)
         recorded = None if verify else recorded_digests(dest)
@@ -393,7 +405,6 @@ def fetch(
             return dest
         logger.warning("cached %s is corrupted (%s); fetching it again", dest, "; ".join(bad))
 
-    url = remote.url(base_url)
     max_bytes = remote.size * 4 if remote.size else DEFAULT_MAX_BYTES
     with atomic_path(dest) as tmp:
         logger.info("fetching %s from %s", remote.filename, url)

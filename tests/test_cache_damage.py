@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 
@@ -287,3 +288,92 @@ def test_file_names_from_the_manifest_never_escape_the_folder(tmp_path):
     cache = open_cache(folder=folder)
     assert len(cache) == 0
     assert cache.unavailable["problem"].str.contains("not a plain cache file name").all()
+
+
+# -- issue 20: damage the quick check could not see, and an emptied clips table ---------------
+def _zero_header(path, n=512):
+    """Zero the first ``n`` bytes of a file in place (its size unchanged)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.write(b"\0" * n)
+    assert path.stat().st_size == size
+
+
+def test_zeroed_shard_header_is_set_aside_and_its_clips_fetched_again(tmp_path, capsys):
+    folder = tmp_path / "cache" / "c"
+    _build(folder, 12)  # shards of 4 clips: shard-00000..00002
+    victim = folder / "shard-00001.h5"
+    _zero_header(victim)
+    damaged = victim.read_bytes()
+    # `audioset cache` counts only the clips that read
+    assert main(["cache", "--root", str(tmp_path), "--split", "c"]) == 1
+    out = capsys.readouterr().out
+    assert "8 clips readable" in out
+    assert "4 cached clips cannot be read" in out and "file signature not found" in out
+    assert main(["cache", "--root", str(tmp_path), "--split", "c", "--json"]) == 1
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["clips"] == 8 and summary["unavailable"] == 4
+    # the next download's writer opens every file it relies on: the damaged one is set aside
+    # (kept, never deleted) and its four clips go back to pending, to be fetched again
+    manifest, writer = _writer(folder, 12)
+    assert manifest.counts() == {"pending": 4, "ok": 8, "failed": 0}
+    assert list(writer.last_recovery.set_aside) == ["shard-00001.h5"]
+    assert "file signature not found" in writer.last_recovery.set_aside["shard-00001.h5"]
+    assert (folder / "shard-00001.h5.damaged").read_bytes() == damaged
+    pending = manifest.table().query("status == 'pending'")
+    assert sorted(pending["key"]) == sorted(clip_key(*_clip(i)[:2]) for i in range(4, 8))
+    for i in range(4, 8):  # fetched again
+        ytid, start, pcm, target = _clip(i)
+        writer.add(clip_key(ytid, start), ytid, start, start + 10, pcm, len(pcm), target)
+    writer.close()
+    manifest.close()
+    cache = open_cache(folder=folder)
+    assert cache.check_files() == 0 and len(cache) == 12
+    _assert_true_to_source(cache)
+
+
+def test_reader_check_files_leaves_out_clips_of_a_file_that_does_not_open(tmp_path):
+    folder = tmp_path / "c"
+    _build(folder, 8)
+    _zero_header(folder / "shard-00000.h5")
+    cache = open_cache(folder=folder)
+    assert len(cache) == 8  # names and sizes look right
+    assert cache.check_files() == 4 and len(cache) == 4
+    assert set(cache.unavailable["file"]) == {"shard-00000.h5"}
+    assert cache.unavailable["problem"].str.startswith("file unreadable").all()
+    _assert_true_to_source(cache)
+
+
+def test_emptied_clips_table_adopts_the_clips_the_shards_hold(tmp_path):
+    folder = tmp_path / "c"
+    _build(folder, 12)
+    shards = {p.name: p.read_bytes() for p in folder.glob("*.h5")}
+    conn = sqlite3.connect(folder / "manifest.sqlite")
+    conn.execute("DELETE FROM clips")  # the table emptied, the file and its files table kept
+    conn.commit()
+    conn.close()
+    # what a download does next: register the list, then reconcile in the writer
+    manifest, writer = _writer(folder, 12)
+    assert manifest.counts() == {"pending": 0, "ok": 12, "failed": 0}
+    assert writer.last_recovery.repointed + sum(writer.last_recovery.adopted.values()) == 12
+    assert {p.name: p.read_bytes() for p in folder.glob("*.h5")} == shards  # no orphan, no copy
+    assert set(manifest.files()["name"]) == set(shards)
+    manifest.close()
+    _assert_true_to_source(open_cache(folder=folder))
+
+
+@pytest.mark.parametrize("rebuilt", [False, True])
+def test_clips_released_by_verify_are_not_adopted_again(tmp_path, rebuilt):
+    folder = tmp_path / "c"
+    _build(folder, 8)
+    if rebuilt:  # clips adopted from the files, over rows registered (never attempted)
+        for p in folder.glob("manifest.sqlite*"):
+            p.unlink()
+        manifest, _ = _writer(folder, 8)
+        manifest.close()
+    _flip_byte(folder / "shard-00000.h5", "waveform", (1, 0))
+    report = verify_cache(folder, repair=True, progress=False)
+    assert len(report.problems) == 1
+    manifest, _ = _writer(folder, 8)
+    assert manifest.counts() == {"pending": 1, "ok": 7, "failed": 0}
+    manifest.close()

@@ -130,9 +130,9 @@ def test_enospc_while_writing_a_cache_file_is_a_named_error_and_resume_completes
     assert first.ok == 4
     # room for about three more clips' batch files and nothing else (16 kHz pcm16: 320 kB)
     disk = _FakeDisk(capacity=3 * 330_000)
-    monkeypatch.setattr(shards, "open", disk.open, raising=False)
-    monkeypatch.setattr(fileio, "open", disk.open, raising=False)
-    with pytest.raises(DiskFullError) as err:
+    with monkeypatch.context() as patch, pytest.raises(DiskFullError) as err:
+        patch.setattr(shards, "open", disk.open, raising=False)
+        patch.setattr(fileio, "open", disk.open, raising=False)
         download("full", segments=rows, url_template=url, label_index=label_index,
                  batch_size=2, shard_size=4, **FAST)
     text = str(err.value)
@@ -148,7 +148,6 @@ def test_enospc_while_writing_a_cache_file_is_a_named_error_and_resume_completes
     # the reports are whole files (written atomically), the stopped run's or the last one
     assert len(pd.read_csv(folder / "report.csv")) > 0
     # space freed: the same call resumes and fetches exactly what is missing
-    monkeypatch.undo()
     again = download("full", segments=rows, url_template=url, label_index=label_index,
                      batch_size=2, shard_size=4, **FAST)
     assert (again.ok, again.fetched_now, again.pending) == (12, 12 - cached, 0)

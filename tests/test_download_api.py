@@ -247,7 +247,7 @@ def test_ontology_tree_help_names_the_class_not_a_root(capsys):
     with pytest.raises(SystemExit):
         main(["ontology", "tree", "--help"])
     out = capsys.readouterr().out
-    assert "[CLASS]" in out and "ROOT]" not in out and "--root DIR" in out
+    assert "[CLASS]" in out and "[ROOT]" not in out and "--root ROOT" in out
 
 
 @pytest.mark.parametrize("argv,expected", [

@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -440,3 +441,95 @@ def test_cli_flush_options_and_dry_run(http_server, mirror, rows16, tone, tmp_pa
     opts = seen["options"]
     assert (opts.batch_size, opts.flush_interval, opts.task_timeout) == (2, 0.5, 60)
     assert "3/3 clips cached" in capsys.readouterr().out
+
+
+# -- issue 20: damage a size check cannot see; a manifest that lost its clip rows -------------
+def test_a_zeroed_shard_header_is_set_aside_and_the_next_download_refetches_its_clips(
+        http_server, rows16, tone, label_index):
+    frame = rows16.iloc[:12]
+    url = _serve(http_server, frame, tone)
+    first = download("z", segments=frame, url_template=url, label_index=label_index, **FAST)
+    assert first.ok == 12
+    victim = first.folder / "shard-00001.h5"
+    size = victim.stat().st_size
+    with open(victim, "r+b") as fh:  # the first 512 bytes zeroed, the size unchanged
+        fh.write(b"\0" * 512)
+    assert victim.stat().st_size == size
+    again = download("z", segments=frame, url_template=url, label_index=label_index, **FAST)
+    assert (again.ok, again.fetched_now) == (12, 4)
+    assert (first.folder / "shard-00001.h5.damaged").stat().st_size == size  # kept
+    cache = open_cache("z")
+    assert cache.check_files() == 0 and len(cache) == 12
+    assert cache.read(np.arange(12))["waveform"].any(axis=1).all()
+
+
+def test_a_manifest_whose_clips_table_was_emptied_adopts_its_shards(
+        http_server, rows16, tone, label_index):
+    frame = rows16.iloc[:8]
+    url = _serve(http_server, frame, tone)
+    first = download("e", segments=frame, url_template=url, label_index=label_index, **FAST)
+    assert first.ok == 8
+    files = sorted(p.name for p in first.folder.glob("*.h5"))
+    conn = sqlite3.connect(first.folder / "manifest.sqlite")
+    conn.execute("DELETE FROM clips")
+    conn.commit()
+    conn.close()
+    http_server.reset_counters()
+    again = download("e", segments=frame, url_template=url, label_index=label_index, **FAST)
+    assert (again.ok, again.fetched_now) == (8, 0)
+    assert http_server.total_bytes() == 0  # nothing fetched again
+    assert sorted(p.name for p in first.folder.glob("*.h5")) == files  # no orphans
+    assert len(open_cache("e")) == 8
+
+
+# -- issue 20: a stall is not the time limit ----------------------------------------------------
+def _busy(seconds: float) -> int:
+    """Use the CPU for ``seconds`` of CPU time (no I/O): work, not a stall."""
+    t0 = time.process_time()
+    n = 0
+    while time.process_time() - t0 < seconds:
+        n += 1
+    return n
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="stalls are seen through /proc")
+def test_worker_pool_stops_a_task_that_stalls_but_not_one_that_works():
+    pool = ClipWorkerPool(2, time_limit=FOREVER, stall_timeout=0.5)
+    try:
+        stuck = pool.submit(time.sleep, FOREVER)  # reads nothing, computes nothing
+        working = pool.submit(_busy, 2.0)  # four stall timeouts of CPU work
+        with pytest.raises(ClipFailure, match="stalled") as err:
+            stuck.result(timeout=60)
+        assert err.value.reason == "stalled" and not err.value.permanent
+        assert "1024 bytes" in err.value.detail and "0.5 s" in err.value.detail
+        assert working.result(timeout=60) > 0
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="stalls are seen through /proc")
+def test_a_server_sending_a_byte_a_second_stalls_each_attempt_long_before_the_time_limit(
+        http_server, rows16, tone, label_index):
+    frame = rows16.iloc[:3]
+    url = _serve(http_server, frame, tone)
+    slow = f"/v/{frame['ytid'].iloc[1]}.webm"
+    http_server.behaviour[slow] = Behaviour(trickle_bytes_per_s=1.0)
+    report = download("s", segments=frame, url_template=url, label_index=label_index,
+                      max_attempts=2, task_timeout=FOREVER, stall_timeout=2.0, **FAST)
+    assert (report.ok, report.failed, report.by_reason) == (2, 1, {"stalled": 1})
+    row = _table(report.folder).loc[clip_key(frame["ytid"].iloc[1], frame["start"].iloc[1])]
+    assert (row["status"], row["reason"], row["attempts"]) == ("failed", "stalled", 2)
+    assert "stalled" in row["detail"] and "--stall-timeout" in row["detail"]
+    # each attempt was stopped, not abandoned: at a byte a second, both together got far less
+    # than the 512 bytes yt-dlp waits for
+    assert http_server.requests[slow] == 2 and http_server.bytes_sent[slow] < 512
+
+
+def test_stall_timeout_is_checked_and_on_by_default():
+    from audioset_data.downloader.options import DownloadOptions
+    from audioset_data.errors import ConfigError
+
+    assert DownloadOptions().stall_timeout == 30.0
+    assert DownloadOptions(stall_timeout=None).stall_timeout is None
+    with pytest.raises(ConfigError, match="--stall-timeout"):
+        DownloadOptions(stall_timeout=0)

@@ -28,11 +28,11 @@ def test_result_records_what_it_was_computed_on():
     y, s, ids = _data()
     r = evaluate(s, y, clip_ids=ids, n_listed=400)
     summary = r.summary()
-    assert summary["clips evaluated"] == 300 and summary["clips listed"] == 400
-    assert summary["clip list sha256"] == id_list_hash(reversed(ids))  # order does not matter
-    assert summary["classes undefined (no positives or no negatives, excluded)"] == 1
+    assert summary["clips_evaluated"] == 300 and summary["clips_listed"] == 400
+    assert summary["clips_sha256"] == id_list_hash(reversed(ids))  # order does not matter
+    assert summary["classes_undefined"] == 1
     assert np.isnan(r.metrics.ap[-1])
-    assert summary["mAP (macro over defined classes)"] == pytest.approx(
+    assert summary["mAP"] == pytest.approx(
         float(np.nanmean(r.metrics.ap[:-1])))
 
 
@@ -42,7 +42,7 @@ def test_on_restricts_to_another_list_and_reports_the_ids_without_scores():
     r = evaluate(s, y, clip_ids=ids, on=other)
     direct = evaluate(s[:100], y[:100], clip_ids=ids[:100])
     assert r.not_evaluated == ["missing0000_0", "missing0001_0"]
-    assert r.summary()["clip list sha256"] == direct.summary()["clip list sha256"]
+    assert r.summary()["clips_sha256"] == direct.summary()["clips_sha256"]
     np.testing.assert_array_equal(r.metrics.ap, direct.metrics.ap)
     with pytest.raises(EvaluationError, match="clip_ids"):
         evaluate(s, y, on=other)
@@ -73,8 +73,8 @@ def test_ontology_aware_report_with_branches_and_propagation(label_index, ontolo
     branches = r.branch_means()
     assert {"Animal", "Music", "Human sounds"} <= set(branches)
     assert r.propagated is not None and np.isfinite(r.propagated.mean_ap)
-    assert "mAP, labels propagated to ancestors" in r.summary()
-    assert "prior-weighted AP" in r.summary()
+    assert "mAP_propagated" in r.summary()
+    assert "prior_weighted_ap" in r.summary()
 
 
 def test_report_outputs(tmp_path, label_index, ontology, eval_seg):
@@ -84,7 +84,7 @@ def test_report_outputs(tmp_path, label_index, ontology, eval_seg):
                  bootstrap=50, seed=3)
     data = json.loads(r.to_json(tmp_path / "r.json"))
     assert data["summary"]["labels"] == 527 and len(data["classes"]) == 527
-    lo, hi = data["summary"]["mAP 95% bootstrap interval"]
+    lo, hi = data["summary"]["mAP_interval"]
     assert 0 < lo < hi < 1
     assert "| mAP (macro over defined classes) |" in r.to_markdown()
     files = r.plot(tmp_path / "plots", classes=["Music", "Speech"])
@@ -145,11 +145,11 @@ def test_score_files_and_the_cli_align_by_id(tmp_path, data_root, label_index, c
     assert main(["evaluate", "--scores", str(npz), "--split", "evalmini", "--root",
                  str(data_root), "--json", str(out_json)]) == 0
     summary = json.loads(out_json.read_text())["summary"]
-    assert summary["clips evaluated"] == 38 and summary["clips listed"] == 40
-    assert summary["clips with labels but no scores (left out)"] == 2
-    assert summary["scored clips without labels (left out)"] == 1
+    assert summary["clips_evaluated"] == 38 and summary["clips_listed"] == 40
+    assert summary["unscored"] == 2
+    assert summary["not_in_labels"] == 1
     direct = evaluate(scores[:38], np.stack(truth[:38]), clip_ids=keys[:38])
-    assert summary["mAP (macro over defined classes)"] == pytest.approx(direct.metrics.mean_ap)
+    assert summary["mAP"] == pytest.approx(direct.metrics.mean_ap)
     assert "| mAP" in capsys.readouterr().out
     assert main(["evaluate", "--scores", str(npz), "--split", "evalmini", "--root",
                  str(data_root), "--strict"]) == 2
@@ -233,5 +233,21 @@ def test_cli_frames_reads_frame_scores(tmp_path, shared_data, capsys, monkeypatc
     assert main(["evaluate", "--frames", "--scores", str(npz), "--framed", str(framed),
                  "--root", str(tmp_path / "root"), "--json", str(out)]) == 0
     summary = json.loads(out.read_text())["summary"]
-    assert summary["level"] == "frame" and summary["classes defined"] >= 1
-    assert summary["mAP (macro over defined classes)"] == pytest.approx(1.0)
+    assert summary["level"] == "frame" and summary["classes_defined"] >= 1
+    assert summary["mAP"] == pytest.approx(1.0)
+
+
+def test_summary_keys_are_short_and_stable_and_the_markdown_keeps_the_words():
+    y, s, ids = _data()
+    r = evaluate(s, y, clip_ids=ids, n_listed=400, bootstrap=20, seed=1)
+    summary = r.summary()
+    assert list(summary)[:10] == ["level", "mAP", "mean_auc", "dprime", "mean_dprime",
+                                  "micro_ap", "classes_defined", "classes_undefined", "labels",
+                                  "labels_sha256"]
+    assert all(" " not in k for k in summary)
+    assert summary["dprime"] == pytest.approx(r.metrics.dprime_of_mean_auc)
+    assert summary["mAP_interval_level"] == 0.95 and len(summary["mAP_interval"]) == 2
+    text = r.to_markdown()
+    assert "| mAP (macro over defined classes) |" in text
+    assert "| mAP 95% bootstrap interval |" in text and "mAP_interval_level" not in text
+    assert json.loads(r.to_json())["summary"]["mAP"] == summary["mAP"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import wave
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -19,7 +21,7 @@ from audioset_data.cache.codec import decode_clip
 from audioset_data.cache.manifest import clip_key
 from audioset_data.cache.reader import AudioSetCache, cache_dir
 from audioset_data.cli import main
-from audioset_data.errors import CacheError, ConfigError
+from audioset_data.errors import CacheError, ConfigError, ExportError
 from audioset_data.interop.panns import PLACEHOLDER, import_panns, parse_audio_name
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.segments.table import Segments
@@ -334,3 +336,94 @@ def test_cli_exports_and_imports(tmp_path, shared_data, eval_part, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["imported"] == 15 and summary["skipped"] == {PLACEHOLDER: 1}
     assert main(["export", "--split", "small", "--labels", labels]) == 2
+
+
+# -- issue 20: unusable export targets and files the export did not write ---------------------
+@pytest.mark.parametrize("to", ["hf", "lhotse"])
+def test_export_under_a_file_is_a_named_error(small, index, tmp_path, to):
+    pytest.importorskip("datasets" if to == "hf" else "lhotse")
+    from audioset_data.interop import to_hf_dataset, to_lhotse
+
+    export = to_hf_dataset if to == "hf" else to_lhotse
+    cache, _ = small
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(ExportError, match=r"notes\.txt' is a file, not a folder") as err:
+        export(cache, a_file / "out", label_index=index)
+    assert isinstance(err.value, OSError) and "cannot create the export folder" in str(err.value)
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        export(cache, a_file, label_index=index)
+    assert a_file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("to", ["hf", "lhotse"])
+def test_export_to_an_unwritable_folder_is_a_named_error(small, index, tmp_path, to,
+                                                         monkeypatch):
+    pytest.importorskip("datasets" if to == "hf" else "lhotse")
+    from audioset_data.interop import to_hf_dataset, to_lhotse
+
+    export = to_hf_dataset if to == "hf" else to_lhotse
+    cache, _ = small
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    if os.geteuid() != 0:  # a folder this user may not write into
+        locked.chmod(0o500)
+    else:  # root writes anywhere: refuse the folder the way a read-only one does
+        real_mkdir = Path.mkdir
+
+        def mkdir(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            if locked in (self, *self.parents):
+                raise PermissionError(13, "Permission denied", str(self))
+            return real_mkdir(self, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "mkdir", mkdir)
+    try:
+        with pytest.raises(ExportError, match="Permission denied") as err:
+            export(cache, locked / "out", label_index=index)
+    finally:
+        locked.chmod(0o700)
+    assert str(locked / "out") in str(err.value) and "choose a folder" in str(err.value)
+
+
+def test_lhotse_export_never_replaces_a_file_it_did_not_write(small, index, tmp_path, capsys):
+    pytest.importorskip("lhotse")
+    from audioset_data.interop import to_lhotse
+
+    cache, _ = small
+    out = tmp_path / "lh"
+    key = cache.key(3)
+    theirs = out / "audio" / key[:2] / f"{key}.flac"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"someone else's recording")
+    with pytest.raises(ExportError, match="1 audio files the export would write") as err:
+        to_lhotse(cache, out, label_index=index)
+    assert str(theirs) in str(err.value) and "overwrite=True" in str(err.value)
+    assert theirs.read_bytes() == b"someone else's recording"
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [theirs.name]  # nothing
+    to_lhotse(cache, out, label_index=index, overwrite=True)
+    assert theirs.read_bytes().startswith(b"fLaC")
+
+
+def test_cli_export_refusals_name_the_flag_not_the_python_argument(tmp_path, shared_data,
+                                                                   capsys):
+    pytest.importorskip("lhotse")
+    clips = build_cache(cache_dir("small"), 3)
+    labels = str(shared_data / "segments" / "class_labels_indices.csv")
+    out = tmp_path / "lh"
+    theirs = out / "audio" / clips[0].key[:2] / f"{clips[0].key}.flac"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_bytes(b"x")
+    args = ["export", "--split", "small", "--to", "lhotse", str(out), "--labels", labels]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--overwrite" in err and "overwrite=True" not in err
+    assert main([*args, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(args) == 2  # the manifests exist now
+    err = capsys.readouterr().err
+    assert "manifests exist" in err and "--overwrite" in err and "overwrite=True" not in err
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    assert main(["export", "--split", "small", "--to", "hf", str(note / "hf"),
+                 "--labels", labels]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err

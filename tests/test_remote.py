@@ -42,9 +42,42 @@ def test_checksum_mismatch_is_an_error_then_accepted(http_server, monkeypatch):
     assert not cache_path("class_labels_indices").exists()
     path = fetch("class_labels_indices", accept_new_upstream=True, progress=False)
     assert path.read_bytes().startswith(b"index,mid")
-    # later uses verify against the accepted checksum, offline
+    # later uses that accept it too verify against the accepted checksum, offline
     http_server.files.clear()
+    assert fetch("class_labels_indices", accept_new_upstream=True, progress=False) == path
+
+
+def test_an_accepted_upstream_file_is_not_used_by_later_runs_without_the_flag(
+        http_server, shared_data, monkeypatch):
+    changed = b"index,mid,display_name\n0,/m/x,X\n"
+    http_server.add("csv/class_labels_indices.csv", changed)
+    monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", http_server.url("csv/"))
+    path = fetch("class_labels_indices", accept_new_upstream=True, progress=False)
+    assert path.read_bytes() == changed
+    # a run without --accept-new-upstream against the same mirror requires the pinned file
+    with pytest.raises(ChecksumMismatchError, match="accept-new-upstream"):
+        fetch("class_labels_indices", progress=False)
+    assert path.read_bytes() == changed  # the accepted copy stays for runs that accept it
+    assert fetch("class_labels_indices", accept_new_upstream=True, progress=False) == path
+    # ... and once the official file is back, a run without the flag gets exactly it
+    pinned = shared_data / "segments" / "class_labels_indices.csv"
+    http_server.add("csv/class_labels_indices.csv", pinned)
     assert fetch("class_labels_indices", progress=False) == path
+    assert file_digests(path)[1] == REMOTES["class_labels_indices"].sha256
+    meta = json.loads(path.with_name(path.name + ".meta.json").read_text())
+    assert meta["accepted_new_upstream"] is False
+
+
+def test_an_accepted_upstream_file_is_tied_to_its_source(http_server, monkeypatch):
+    http_server.add("a/class_labels_indices.csv", b"index,mid,display_name\n0,/m/a,A\n")
+    http_server.add("b/class_labels_indices.csv", b"index,mid,display_name\n0,/m/b,B\n")
+    monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", http_server.url("a/"))
+    path = fetch("class_labels_indices", accept_new_upstream=True, progress=False)
+    assert b"/m/a" in path.read_bytes()
+    monkeypatch.setenv("AUDIOSET_CSV_BASE_URL", http_server.url("b/"))
+    fetch("class_labels_indices", accept_new_upstream=True, progress=False)
+    assert b"/m/b" in path.read_bytes()
+    assert http_server.requests["/b/class_labels_indices.csv"] == 1
 
 
 def test_git_blob_sha1_matches_git(tmp_path):

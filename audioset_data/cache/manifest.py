@@ -525,6 +525,24 @@ class Manifest:
                 out[key] = (file, row)
         return out
 
+    def placed_counts(self) -> dict[str, int]:
+        """How many ``ok`` clips each file holds according to the manifest."""
+        return dict(self._conn.execute(
+            "SELECT file, COUNT(*) FROM clips WHERE status='ok' GROUP BY file").fetchall())
+
+    def never_tried(self, keys: Sequence[str]) -> set[str]:
+        """The ``keys`` the manifest does not know, or knows only as registered: pending and
+        never attempted (not a clip sent back on purpose, which keeps its attempts)."""
+        keys = list(keys)
+        known: set[str] = set()
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            marks = ",".join("?" * len(part))
+            known.update(k for (k,) in self._conn.execute(
+                f"SELECT key FROM clips WHERE key IN ({marks}) "  # noqa: S608
+                "AND NOT (status = 'pending' AND attempts = 0)", part))
+        return set(keys) - known
+
     def release_files(self, names: Sequence[str], reason: str) -> int:
         """Forget files that are gone or damaged: their clips go back to ``pending`` (a later
         download fetches them again) with ``reason`` as detail. Returns the clips released."""
@@ -571,8 +589,8 @@ class Manifest:
                 "INSERT INTO clips (key, ytid, start, end_, labels, status, attempts, file, "
                 "row, length, updated) VALUES (?, ?, ?, ?, ?, 'ok', 1, ?, ?, ?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET status='ok', reason=NULL, permanent=0, "
-                "detail=NULL, file=excluded.file, row=excluded.row, length=excluded.length, "
-                "updated=excluded.updated",
+                "detail=NULL, attempts=MAX(attempts, 1), file=excluded.file, "
+                "row=excluded.row, length=excluded.length, updated=excluded.updated",
                 [(k, y, s, e, lab, name, r, n, now) for k, y, s, e, lab, r, n in clips],
             )
 

@@ -8,7 +8,8 @@
   The arrays are cached beside the manifest, keyed by the manifest's generation counter, so a
   2M-clip cache opens in well under a second.
 - **Checks.** Opening checks names, presence and sizes of files and that no row lies past its
-  file's end; clips that cannot be read are left out and listed in :attr:`unavailable` with the
+  file's end; :meth:`AudioSetCache.check_files` also opens every file (a zeroed header keeps
+  the size); clips that cannot be read are left out and listed in :attr:`unavailable` with the
   reason. The first read of each file checks that it holds the clips the manifest says (a
   swapped or foreign file raises :class:`CacheError`), and HDF5 verifies each chunk's checksum.
 - **Snapshot.** A file removed by a running download's compaction is looked up again in the
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
@@ -150,6 +152,43 @@ class AudioSetCache:
             keep = ~bad
             for name in ("_ytid", "_start", "_end", "_file", "_row", "_length"):
                 setattr(self, name, getattr(self, name)[keep])
+
+    def check_files(self) -> int:
+        """Open every file that holds clips and check that it holds them; the clips of a file
+        that does not open or holds other clips (damage that keeps its size, such as a zeroed
+        header) are left out and listed in :attr:`unavailable`. Returns the clips left out.
+
+        Opening the cache checks only names and sizes, which costs nothing per file; this
+        reads each file's header and clip list (what ``audioset cache`` counts as readable).
+        """
+        bad: dict[int, str] = {}
+        for code in np.unique(self._file):
+            try:
+                self._handle(int(code))
+            except CacheError as exc:
+                bad[int(code)] = str(exc).replace(
+                    f"cache file {str(self.folder / self._files[int(code)])!r} ", "")
+            except _Moved:  # compacted away while we looked: its clips were found elsewhere
+                continue
+        if not bad:
+            return 0
+        out = np.isin(self._file, list(bad))
+        lost = pd.DataFrame({
+            "key": keys_of(self._ytid[out], self._start[out]),
+            "ytid": self._ytid[out].astype(str),
+            "start": self._start[out],
+            "file": [self._files[c] for c in self._file[out]],
+            "problem": [f"file unreadable: {bad[c]}" for c in self._file[out]],
+        })
+        self.unavailable = pd.concat([self.unavailable, lost], ignore_index=True)
+        logger.warning("%s: %d cached clips are in files that cannot be read and are left out "
+                       "(%s); `audioset cache --repair` sends them back to be fetched again",
+                       self.folder, int(out.sum()), lost["problem"].iloc[0])
+        keep = ~out
+        for name in ("_ytid", "_start", "_end", "_file", "_row", "_length"):
+            setattr(self, name, getattr(self, name)[keep])
+        self._by_file = self._sorted_keys = self._targets = None
+        return int(out.sum())
 
     # -- basics -----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -488,15 +527,36 @@ class _Moved(Exception):
 
 
 def _missing_hint(folder: Path) -> str:
-    if not folder.is_dir():
-        return ""
-    if any(folder.glob("manifest.part-*.sqlite")):
-        return " (run `audioset merge` to join the part manifests)"
-    n = sum(1 for p in folder.glob("*.h5"))
-    if n:
-        return (f"; {n} cache files are here: `audioset cache --repair` rebuilds the manifest "
-                "from them")
-    return ""
+    if folder.is_dir():
+        if any(folder.glob("manifest.part-*.sqlite")):
+            return " (run `audioset merge` to join the part manifests)"
+        n = sum(1 for p in folder.glob("*.h5"))
+        if n:
+            return (f"; {n} cache files are here: `audioset cache --repair` rebuilds the "
+                    "manifest from them")
+    return "; " + missing_cache_fix(folder)
+
+
+def missing_cache_fix(folder: Path) -> str:
+    """What to do about a cache folder that holds no cache: the closest cache name that does
+    exist (or official split), and the command that makes this one."""
+    name = folder.name
+    caches = sorted(p.name for p in folder.parent.glob("*") if (p / MANIFEST_NAME).is_file()) \
+        if folder.parent.is_dir() else []
+    close = difflib.get_close_matches(name, [*caches, *SPLITS, *SPLIT_ALIASES], n=1,
+                                      cutoff=0.6)
+    close = [SPLIT_ALIASES.get(c, c) for c in close if c != name]
+    have = f" (caches here: {', '.join(caches)})" if caches else ""
+    if close:
+        other = close[0]
+        make = "" if other in caches else f" (`audioset download --split {other}` makes it)"
+        return f"did you mean {other!r}?{make}{have}"
+    if name in SPLITS:
+        make = f"`audioset download --split {name}`"
+    else:
+        make = f"`audioset download --segments FILE.csv --split {name}`"
+    return (f"download it with {make}, or try `audioset demo` (a small offline cache named "
+            f"'demo'){have}")
 
 
 def cache_dir(split: str, root: PathLike | None = None) -> Path:
@@ -517,4 +577,4 @@ def open_cache(split: str | None = None, root: PathLike | None = None,
     return AudioSetCache(folder)
 
 
-__all__ = ["AudioSetCache", "cache_dir", "open_cache"]
+__all__ = ["AudioSetCache", "cache_dir", "missing_cache_fix", "open_cache"]

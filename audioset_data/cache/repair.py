@@ -1,15 +1,18 @@
 """Keep a cache folder and its manifest in agreement, and check every stored byte.
 
 The manifest is the source of truth for resuming, but the files are the truth of what is
-stored. :func:`reconcile` runs before every download writes (quick: names and sizes) and from
-``audioset cache --repair`` (deep: every file's own ``ytid``/``start``):
+stored. :func:`reconcile` runs before every download writes (quick: names, sizes, and each
+file opened and its clip list read) and from ``audioset cache --repair`` (deep: every file's
+own ``ytid``/``start`` placed):
 
 - a file the manifest does not reference (left by a kill between publishing it and the manifest
   commit, or by a lost manifest) is adopted when it holds clips the manifest cannot account for,
-  and removed only when every clip in it is cached in another file;
-- a referenced file that is missing or damaged (wrong size, unreadable) is set aside as
-  ``<name>.damaged`` (never deleted) and its clips go back to ``pending`` so they are fetched
-  again;
+  and removed only when every clip in it is cached in another file; a referenced file that
+  holds more rows than the manifest places in it (the clips table emptied) gives back the
+  clips the manifest lost;
+- a referenced file that is missing or damaged (wrong size, does not open, clip list
+  unreadable, other row count) is set aside as ``<name>.damaged`` (never deleted) and its
+  clips go back to ``pending`` so they are fetched again;
 - (deep) clips are re-pointed at the file and row that really hold them (e.g. two shards
   swapped), and clips no file holds go back to ``pending``.
 
@@ -62,8 +65,8 @@ class ReconcileReport:
         """One line per kind of change."""
         lines = []
         if self.adopted:
-            lines.append(f"adopted {sum(self.adopted.values())} clips from "
-                         f"{len(self.adopted)} files the manifest did not reference")
+            lines.append(f"adopted {sum(self.adopted.values())} clips the manifest had lost, "
+                         f"from {len(self.adopted)} files")
         if self.removed:
             lines.append(f"removed {len(self.removed)} unreferenced files whose clips are "
                          "cached in other files")
@@ -114,8 +117,10 @@ def reconcile(
 ) -> ReconcileReport:
     """Make ``manifest`` agree with the files of ``folder`` that ``own`` selects.
 
-    The quick pass (``deep=False``) compares names and sizes and reads only files the manifest
-    does not reference; the deep pass also reads every referenced file's own clip list.
+    The quick pass (``deep=False``) compares names and sizes, opens every referenced file and
+    reads its clip list (damage that keeps the size, such as a zeroed header, is found here),
+    and places only the clips of files the manifest does not reference; the deep pass also
+    points the manifest at what every referenced file holds.
     """
     folder = Path(folder)
     report = ReconcileReport()
@@ -130,12 +135,16 @@ def reconcile(
     referenced = set(files["name"])
 
     bad: dict[str, str] = {}
-    for name, size in zip(files["name"], files["size"], strict=True):
+    for name, size, n_rows in zip(files["name"], files["size"], files["n_rows"], strict=True):
         path = on_disk.get(name)
         if path is None:
             bad[name] = "file missing"
         elif pd.notna(size) and path.stat().st_size != int(size):
             bad[name] = f"size {path.stat().st_size} bytes, the manifest recorded {int(size)}"
+        elif not deep:  # damage that keeps the size: open the file and read its clip list
+            why = _unusable(path, layout, int(n_rows))
+            if why:
+                bad[name] = why
     for name, why in bad.items():
         if why != "file missing":
             _set_aside(folder, name)
@@ -146,9 +155,18 @@ def reconcile(
     report.released += manifest.release_files(sorted(bad), "cache file missing or damaged")
 
     to_read = sorted(set(on_disk) - referenced)
+    fill: set[str] = set()
     if deep:
         to_read += sorted(referenced - set(bad))
-    placed = _read_and_place(folder, manifest, layout, to_read, referenced, report)
+    else:
+        # a referenced file holding more rows than the manifest places in it lost its clip
+        # rows (an emptied or rolled-back clips table): it gives back the clips nothing else
+        # caches and that were never sent back on purpose
+        counts = manifest.placed_counts()
+        fill = {name for name, n in zip(files["name"], files["n_rows"], strict=True)
+                if name not in bad and counts.get(name, 0) < int(n)}
+        to_read += sorted(fill)
+    placed = _read_and_place(folder, manifest, layout, to_read, referenced, report, fill)
     if deep:
         stale = manifest.placements()
         stale = stale[(stale["file"].map(own).astype(bool) & ~stale["key"].isin(placed))
@@ -161,6 +179,20 @@ def reconcile(
     return report
 
 
+def _unusable(path: Path, layout: Layout, n_rows: int) -> str:
+    """Why a referenced file cannot serve its clips ("" when it can): it does not open, its
+    clip list does not read, or it holds another row count or layout than recorded."""
+    try:
+        ident = identity(path)
+    except CacheError as exc:
+        return str(exc).replace(f"cache file {str(path)!r} ", "")
+    if ident.n_rows != n_rows:
+        return f"holds {ident.n_rows} rows, the manifest recorded {n_rows}"
+    if not layout.same_as(ident.layout):
+        return "written with other settings than the manifest's"
+    return ""
+
+
 def _read_and_place(
     folder: Path,
     manifest: Manifest,
@@ -168,8 +200,11 @@ def _read_and_place(
     names: list[str],
     referenced: set[str],
     report: ReconcileReport,
+    fill: set[str] | None = None,
 ) -> set[str]:
-    """Read each file's own clip list and point the manifest at it; returns the keys placed."""
+    """Read each file's own clip list and point the manifest at it; returns the keys placed.
+    Files in ``fill`` are referenced ones that only give the clips the manifest lost."""
+    fill = fill or set()
     placed: set[str] = set()
     for name in names:
         path = folder / name
@@ -192,7 +227,12 @@ def _read_and_place(
         where = manifest.locate(keys)
         # a referenced file holds what it holds; an unreferenced one gives only the clips
         # that no intact file caches (and the first file read keeps a clip found twice)
-        if name in referenced:
+        if name in fill:
+            lost = manifest.never_tried([k for k in keys if k not in where])
+            take = [i for i, k in enumerate(keys) if k not in placed and k in lost]
+            if not take:
+                continue
+        elif name in referenced:
             take = [i for i, k in enumerate(keys) if k not in placed]
         else:
             take = [i for i, k in enumerate(keys) if k not in placed and k not in where]
@@ -212,7 +252,9 @@ def _read_and_place(
         kind = CACHE_FILE.fullmatch(name).group("kind")  # type: ignore[union-attr]
         manifest.adopt((name, kind, ident.n_rows, path.stat().st_size), rows)
         moved = sum(1 for i in take if where.get(keys[i]) != (name, i))
-        if name in referenced:
+        if name in fill:
+            report.adopted[name] = len(take)
+        elif name in referenced:
             report.repointed += moved
         else:
             report.adopted[name] = len(take)

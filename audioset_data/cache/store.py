@@ -26,6 +26,7 @@ from pathlib import Path
 import filelock
 import h5py
 import numpy as np
+import pandas as pd
 
 from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
@@ -270,7 +271,7 @@ class CacheWriter:
             else:
                 return
 
-    def _need(self, batches, plan: Sequence[tuple[str, list[str], list[int]]],  # noqa: ANN001
+    def _need(self, batches: pd.DataFrame, plan: Sequence[tuple[str, list[str], list[int]]],
               take: int) -> int | None:
         """About the bytes of a shard made of ``plan``'s rows: exact for pcm16, else the
         batches' recorded sizes in proportion to the rows taken (None when not recorded)."""
@@ -280,7 +281,7 @@ class CacheWriter:
         rows = dict(zip(batches["name"], batches["n_rows"], strict=True))
         total = 0.0
         for name, _, used in plan:
-            if size.get(name) is None or not rows.get(name) or size[name] != size[name]:
+            if not rows.get(name) or size.get(name) is None or pd.isna(size[name]):
                 return None
             total += float(size[name]) * len(used) / int(rows[name])
         return int(total)

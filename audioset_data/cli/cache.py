@@ -6,10 +6,12 @@ import argparse
 import json
 
 from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
-from audioset_data.cache.reader import cache_dir, open_cache
+from audioset_data.cache.reader import cache_dir, missing_cache_fix, open_cache
 from audioset_data.cache.repair import repair_cache, verify_cache
 from audioset_data.cache.store import FolderLock
 from audioset_data.errors import CacheError
+
+from .common import with_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "cache", help="what a cache holds; --verify checks every byte, --repair rebuilds",
         description="Summarise a cache. Exits 1 when clips the manifest lists cannot be read "
                     "(or --verify finds damage).")
-    c.add_argument("--root", help="data root")
-    c.add_argument("--split", required=True, help="cache name")
+    c.add_argument("--root", metavar="ROOT", help="data root folder")
+    c.add_argument("--split", required=True, metavar="NAME",
+                   help="cache name: eval, balanced, unbalanced, demo, or a --segments "
+                        "file's name")
     c.add_argument("--json", action="store_true", help="print the summary as JSON")
     c.add_argument("--verify", action="store_true",
                    help="read every clip and check its checksums")
@@ -27,13 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="rebuild the manifest from the files (adopt lost clips, set aside "
                         "damaged files, send unreadable clips back to be fetched again)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.set_defaults(func=_cache_info)
+    c.set_defaults(func=with_flags(_cache_info))
 
 
 def _cache_info(args: argparse.Namespace) -> int:
     folder = cache_dir(args.split, args.root)
     if not folder.is_dir():
-        raise CacheError(f"no cache folder {str(folder)!r} (check --split and --root)")
+        raise CacheError(f"no cache at {str(folder)!r} (check --split and --root); "
+                         f"{missing_cache_fix(folder)}")
     out: dict[str, object] = {"folder": str(folder)}
     if args.repair:
         with FolderLock(folder / ".lock"):
@@ -47,6 +52,7 @@ def _cache_info(args: argparse.Namespace) -> int:
         out["verify_problems"] = len(verified.problems)
         out["problems"] = verified.problems.head(50).to_dict("records")
     cache = open_cache(folder=folder)
+    cache.check_files()  # readable means it opens: a zeroed header keeps the file's size
     with Manifest.open(folder / MANIFEST_NAME, readonly=True) as manifest:
         counts = manifest.counts()
         files = manifest.files()

@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = actions.add_parser("train", help="train a baseline trunk on triplets from a cache",
                            description="A stopped run resumes from OUT/last.pt.")
     t.add_argument("--train", required=True, help="cached split name or cache folder")
-    t.add_argument("--root", metavar="DIR", help="data root")
+    t.add_argument("--root", metavar="ROOT", help="data root folder")
     t.add_argument("--out", required=True, help="folder for checkpoints and metrics.jsonl")
     t.add_argument("--model", default="fc", help="fc, resnet50 or cnn14 (default fc)")
     t.add_argument("--hidden", type=_ints, default=None, metavar="N,N",
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.add_argument("--checkpoint", required=True, help="a checkpoint from `embed train`")
     x.add_argument("--source", required=True, help="cached split name or cache folder")
     x.add_argument("--out", required=True, help="output .npz")
-    x.add_argument("--root", metavar="DIR", help="data root")
+    x.add_argument("--root", metavar="ROOT", help="data root folder")
     x.add_argument("--per", choices=("frame", "clip"), default="frame")
     x.add_argument("--batch-size", type=int, default=32)
     x.add_argument("--max-clips", type=int, default=0)

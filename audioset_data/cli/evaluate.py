@@ -8,9 +8,16 @@ from pathlib import Path
 
 from audioset_data.errors import EvaluationError
 from audioset_data.evaluation.harness import evaluate_frames
-from audioset_data.evaluation.scores_io import evaluate_cached, read_frame_scores, read_scores
+from audioset_data.evaluation.scores_io import (
+    cache_label_mids,
+    evaluate_cached,
+    read_frame_scores,
+    read_scores,
+)
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.strong.events import load_framed
+
+from .common import with_flags
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,27 +26,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "evaluate", help="evaluate clip scores against a cached split's labels",
         description="Scores are aligned with the cached split's clips by clip id "
                     "(ytid_startms); ids missing on either side are reported, never guessed.")
-    e.add_argument("--scores", required=True,
+    e.add_argument("--scores", required=True, metavar="FILE",
                    help=".npz (arrays 'ids' and 'scores'), .npy (with --ids), .parquet or .csv "
                         "(a 'clip_id' column and one column per label)")
-    e.add_argument("--ids", help="text file of clip ids, one per line, for a .npy score file")
-    e.add_argument("--split", default="eval", help="cached split holding the labels (eval)")
-    e.add_argument("--root", help="data root")
-    e.add_argument("--on", help="evaluate only these clip ids (text file, one per line)")
-    e.add_argument("--bootstrap", type=int, default=0,
+    e.add_argument("--ids", metavar="FILE",
+                   help="text file of clip ids, one per line, for a .npy score file")
+    e.add_argument("--split", default="eval", metavar="NAME",
+                   help="cached split holding the labels (eval)")
+    e.add_argument("--root", metavar="ROOT", help="data root folder")
+    e.add_argument("--on", metavar="FILE",
+                   help="evaluate only these clip ids (text file, one per line)")
+    e.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="resamples for a confidence interval of the mAP (e.g. 1000)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    e.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the bootstrap")
     e.add_argument("--strict", action="store_true",
                    help="fail when a scored clip is not in the cache (default: report it)")
     e.add_argument("--frames", action="store_true",
                    help="frame-level scores (ids, frames, scores) against the framed strong "
                         "labels (960 ms frames; unlisted pairs are unknown, not negative)")
-    e.add_argument("--framed", help="framed strong-label file (default: the official eval "
-                                    "file, fetched and verified)")
-    e.add_argument("--json", dest="json_out", help="write the result as JSON here")
-    e.add_argument("--markdown", help="write the markdown report here")
-    e.add_argument("--plots", help="write plots into this folder")
-    e.set_defaults(func=_evaluate)
+    e.add_argument("--framed", metavar="FILE",
+                   help="framed strong-label file (default: the official eval file, fetched "
+                        "and verified)")
+    e.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON here")
+    e.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
+    e.add_argument("--plots", metavar="FOLDER", help="write plots into this folder")
+    e.set_defaults(func=with_flags(_evaluate, strict="--strict", split="--split"))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -47,7 +58,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.frames:
         result = _evaluate_frames(args)
     else:
-        ids, scores = read_scores(args.scores, ids_file=args.ids)
+        # the cache's label count bounds what a score file may announce before it is read
+        ids, scores = read_scores(args.scores, ids_file=args.ids,
+                                  label_mids=cache_label_mids(args.split, args.root))
         result = evaluate_cached(ids, scores, split=args.split, root=args.root, on=on,
                                  bootstrap=args.bootstrap, seed=args.seed, strict=args.strict)
     text = result.to_markdown()
@@ -64,8 +77,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_frames(args: argparse.Namespace):  # noqa: ANN202 - EvaluationResult
 
-    ids, frames, scores = read_frame_scores(args.scores)
     label_index = LabelIndex.load(root=args.root)
+    ids, frames, scores = read_frame_scores(args.scores, label_mids=label_index.mids)
     framed = load_framed(args.framed or "eval", label_index=label_index, root=args.root)
     return evaluate_frames(scores, ids, frames, framed.to_arrays(label_index),
                            label_index=label_index, bootstrap=args.bootstrap, seed=args.seed)

@@ -20,6 +20,8 @@ from audioset_data.interop.panns import import_panns
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.segments.load import load_segments
 
+from .common import command_line_flags
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``export`` sub-command."""
@@ -29,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "With --from-panns, import a split packed by PANNs (audio_name, waveform, "
                     "target) into the cache of --split; all-zero placeholder rows are skipped.")
     e.add_argument("out", nargs="?", metavar="OUT", help="output folder (with --to)")
-    e.add_argument("--split", required=True, help="cache name")
-    e.add_argument("--root", metavar="DIR", help="data root")
+    e.add_argument("--split", required=True, metavar="NAME", help="cache name")
+    e.add_argument("--root", metavar="ROOT", help="data root folder")
     e.add_argument("--to", choices=("hf", "lhotse"), help="export format")
     e.add_argument("--from-panns", metavar="FILE.h5", help="import this PANNs HDF5 file")
     e.add_argument("--segments", metavar="SPLIT_OR_CSV",
@@ -47,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    with command_line_flags(overwrite="--overwrite", fmt="--format",
+                            audio_format="--audio-format"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     if bool(args.to) == bool(args.from_panns):
         raise ConfigError("give either --to hf|lhotse OUT or --from-panns FILE.h5")
     index = (LabelIndex.from_file(args.labels) if args.labels

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--k", type=int, required=True, help="how many candidates to return")
     m.add_argument("--split", default="balanced_train",
                    help="cached split name or cache folder to search (default balanced_train)")
-    m.add_argument("--root", metavar="DIR", help="data root")
+    m.add_argument("--root", metavar="ROOT", help="data root folder")
     m.add_argument("--checkpoint", metavar="PT",
                    help="a trained model's checkpoint to embed frames with (default: the "
                         "untrained log-mel statistics)")

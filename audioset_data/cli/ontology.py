@@ -13,11 +13,15 @@ from audioset_data.ontology import Ontology, tree_rows
 from audioset_data.remote import fetch
 from audioset_data.segments.labels import LabelIndex
 
-from .common import add_root_options
+from .common import add_root_options, with_flags
 
 logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("csv", "graphml", "json", "png")
+
+
+#: The flag of ``audioset ontology`` for each argument a library message may name.
+FLAGS = {"accept_new_upstream": "--accept-new-upstream"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "(default: $AUDIOSET_CSV_BASE_URL or the official one)")
     show.add_argument("--no-labels", action="store_true",
                       help="do not look the class up in the 527-label index")
-    show.set_defaults(func=cmd_show)
+    show.set_defaults(func=with_flags(cmd_show, **FLAGS))
 
     tree = sub.add_parser("tree", parents=[common], help="indented tree under a class")
     tree.add_argument("cls", metavar="CLASS", nargs="?",
@@ -51,11 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            "class of the ontology); not the data root, which is --root")
     tree.add_argument("--depth", type=int, default=None,
                       help="levels shown below CLASS (0 = CLASS alone; default: all)")
-    tree.set_defaults(func=cmd_tree)
+    tree.set_defaults(func=with_flags(cmd_tree, **FLAGS))
 
     search = sub.add_parser("search", parents=[common], help="classes whose name contains TEXT")
     search.add_argument("text", metavar="TEXT")
-    search.set_defaults(func=cmd_search)
+    search.set_defaults(func=with_flags(cmd_search, **FLAGS))
 
     export = sub.add_parser("export", parents=[common], help="write csv, graphml, json or png")
     export.add_argument("--format", required=True, choices=EXPORT_FORMATS)
@@ -63,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--root-class", help="export only this class and what lies below it")
     export.add_argument("--depth", type=int, default=None,
                         help="png only: levels drawn below the root class")
-    export.set_defaults(func=cmd_export)
+    export.set_defaults(func=with_flags(cmd_export, **FLAGS))
 
 
 def _load(args: argparse.Namespace):

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="dropped frames get target 0 for the label")
     r.add_argument("--out", metavar="NPZ",
                    help="where to write (default: <cache>/refined/<checkpoint>-t<threshold>.npz)")
-    r.add_argument("--root", metavar="DIR", help="data root")
+    r.add_argument("--root", metavar="ROOT", help="data root folder")
     r.add_argument("--batch-size", type=int, default=32)
     r.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     r.add_argument("--device", default="cpu")

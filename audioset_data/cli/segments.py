@@ -14,10 +14,15 @@ from audioset_data.ontology import Ontology
 from audioset_data.segments.load import load_segments
 from audioset_data.segments.splits import canonical_split
 
-from .common import add_root_options
+from .common import add_root_options, with_flags
 
 if TYPE_CHECKING:
     from audioset_data.segments.table import Segments
+
+
+#: The flag of ``audioset segments`` for each argument a library message may name.
+FLAGS = {"on_bad_rows": "--skip-bad-rows", "accept_new_upstream": "--accept-new-upstream",
+         "unknown_labels": "--unknown-labels", "split": "--split", "cache": "--no-cache"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--top", type=int, default=5, help="classes listed at each end")
     stats.add_argument("--propagate", action="store_true",
                        help="also show priors propagated to ontology ancestors")
-    stats.set_defaults(func=_stats)
+    stats.set_defaults(func=with_flags(_stats, **FLAGS))
 
     select = sub.add_parser("select", help="write a subset in the official format")
     _source_options(select)
@@ -48,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     select.add_argument("--seed", type=int, default=0, help="seed of --per-class")
     select.add_argument("--output", "-o", required=True,
                         help="CSV to write ('-': standard output)")
-    select.set_defaults(func=_select)
+    select.set_defaults(func=with_flags(_select, **FLAGS))
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:

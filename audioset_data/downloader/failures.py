@@ -40,6 +40,7 @@ REASONS: dict[str, tuple[bool, str]] = {
     "http_404": (True, "HTTP 404/410: no such media"),
     "http_5xx": (False, "HTTP 5xx: server error"),
     "timeout": (False, "no progress within the timeout"),
+    "stalled": (False, "the transfer stalled: almost nothing arrived for the stall timeout"),
     "connection": (False, "connection refused, reset or name lookup failed"),
     "no_audio": (True, "no audio stream, or nothing in the requested time range"),
     "decode_error": (True, "the media could not be decoded"),
@@ -188,6 +189,12 @@ def _resolve(name: str | type[BaseException]) -> type[BaseException] | None:
 _NAME_LOOKUP = (r"name resolution|failed to resolve|name or service not known"
                 r"|nodename nor servname|no address associated with hostname|getaddrinfo")
 
+def is_name_lookup(detail: str) -> bool:
+    """Whether a failure's detail says a host name could not be resolved (no network, or no
+    DNS): when every failure says so, the machine is likely offline."""
+    return re.search(_NAME_LOOKUP, str(detail), re.IGNORECASE) is not None
+
+
 #: Tried in order; the first rule that matches gives the reason. YouTube's own wording comes
 #: first (it is specific), HTTP statuses next (from exceptions or ffmpeg's log), then what
 #: ffmpeg says about the media it received ("moov atom not found" is a broken file, not a 404),
@@ -325,5 +332,6 @@ __all__ = [
     "InvalidIdError",
     "Rule",
     "classify_error",
+    "is_name_lookup",
     "validate_ytid",
 ]

@@ -175,7 +175,9 @@ def download(
             own_executor = executor is None
             if own_executor and len(todo):
                 pool: Executor = ClipWorkerPool(max(1, min(workers, len(todo))),
-                                                time_limit=limit_s, shared=(fetcher,))
+                                                time_limit=limit_s,
+                                                stall_timeout=opts.stall_timeout,
+                                                shared=(fetcher,))
             elif own_executor:
                 pool = _NoExecutor()
             else:

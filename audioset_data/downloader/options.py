@@ -57,14 +57,20 @@ class DownloadOptions:
         ``fetcher_options``: any other :class:`~audioset_data.downloader.fetcher.ClipFetcher`
         setting (``socket_timeout``, ``ffmpeg_timeout``, ``ytdl_options``...).
     Lists
-        ``csv_base_url`` (mirror of the official CSV files), ``accept_new_upstream``.
+        ``csv_base_url`` (mirror of the official CSV files), ``accept_new_upstream``,
+        ``on_bad_rows`` (``"error"``, or ``"skip"`` to keep the valid rows of a segment list
+        with malformed ones).
     Which clips
         ``retry_failed`` (also permanent failures), ``limit`` (only the first N segments, N at
         least 1), ``dry_run`` (plan, fetch nothing), ``check_space``.
     Retries and pacing
         ``max_attempts`` per clip and run, ``backoff`` (seconds, doubled per retry, with
         jitter), ``rate_limit`` (clip starts per second), ``task_timeout`` (hard limit of one
-        attempt; default: twice the fetcher's socket plus ffmpeg timeouts, plus a minute).
+        attempt; default: twice the fetcher's socket plus ffmpeg timeouts, plus a minute),
+        ``stall_timeout`` (an attempt that reads less than 1 KiB and uses less than a second
+        of CPU in this many seconds is stopped as ``stalled``, e.g. against a server that
+        trickles a byte a second; None: only ``task_timeout`` applies; worker processes on
+        Linux only).
     Publishing
         ``batch_size`` clips or ``flush_interval`` seconds per published batch, ``shard_size``
         clips per compacted shard; ``progress`` shows a progress bar.
@@ -89,6 +95,7 @@ class DownloadOptions:
     fetcher_options: Mapping[str, Any] = field(default_factory=dict)
     csv_base_url: str | None = None
     accept_new_upstream: bool = False
+    on_bad_rows: str = "error"
     retry_failed: bool = False
     limit: int | None = None
     dry_run: bool = False
@@ -97,6 +104,7 @@ class DownloadOptions:
     backoff: float = 2.0
     rate_limit: float | None = None
     task_timeout: float | None = None
+    stall_timeout: float | None = 30.0
     batch_size: int = DEFAULT_BATCH_SIZE
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     shard_size: int = 1000
@@ -116,6 +124,9 @@ class DownloadOptions:
         if self.cookies_from_browser is not None and not str(self.cookies_from_browser).strip():
             raise ConfigError("cookies_from_browser is empty (--cookies-from-browser)")
         self._check_fetcher_options()
+        if self.on_bad_rows not in ("error", "skip"):
+            raise ConfigError(f"on_bad_rows={self.on_bad_rows!r} must be 'error' or 'skip' "
+                              "(--skip-bad-rows)")
         if self.limit is not None:
             _whole(self, "limit", 1, "--limit", what="a whole number of segments")
         _whole(self, "max_attempts", 1, "--max-attempts")
@@ -124,9 +135,10 @@ class DownloadOptions:
         for name, flag, positive in (("backoff", None, False),
                                      ("flush_interval", "--flush-interval", False),
                                      ("rate_limit", "--rate-limit", True),
-                                     ("task_timeout", "--task-timeout", True)):
+                                     ("task_timeout", "--task-timeout", True),
+                                     ("stall_timeout", "--stall-timeout", True)):
             value = getattr(self, name)
-            if value is None and name in ("rate_limit", "task_timeout"):
+            if value is None and name in ("rate_limit", "task_timeout", "stall_timeout"):
                 continue
             if not (isinstance(value, numbers.Real) and math.isfinite(value)
                     and (value > 0 if positive else value >= 0)):

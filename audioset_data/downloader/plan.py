@@ -154,10 +154,12 @@ def _resolve_segments(split: str | None, segments: Any, root: PathLike | None,
         name = cache_name(split)
         seg = load_segments(name, root=root, base_url=options.csv_base_url,
                             label_index=label_index,
-                            accept_new_upstream=options.accept_new_upstream)
+                            accept_new_upstream=options.accept_new_upstream,
+                            on_bad_rows=options.on_bad_rows)
         return name, _segment_table(seg)
     name = cache_name(split) if split else Path(segments).stem
-    seg = load_segments(Path(segments), root=root, label_index=label_index)
+    seg = load_segments(Path(segments), root=root, label_index=label_index,
+                        on_bad_rows=options.on_bad_rows)
     return name, _segment_table(seg)
 
 

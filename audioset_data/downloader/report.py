@@ -18,6 +18,7 @@ from audioset_data.cache.manifest import Manifest
 from audioset_data.fileio import atomic_write
 from audioset_data.segments.labels import LabelIndex
 
+from .failures import is_name_lookup
 from .plan import _FAILED, _OK, _PENDING, Plan, _statuses
 
 logger = logging.getLogger("audioset_data.download")
@@ -46,6 +47,18 @@ class DownloadReport:
     per_class: pd.DataFrame | None = None
     report_path: Path | None = None
     to_fetch: int = 0
+    #: failed clips whose host name could not be resolved
+    name_lookups: int = 0
+
+    @property
+    def offline(self) -> bool:
+        """Whether every failure is a failed name lookup (the machine is likely offline)."""
+        return self.failed > 0 and self.name_lookups == self.failed
+
+    @property
+    def nothing_cached(self) -> bool:
+        """Whether not one clip of the list is cached (the command line then exits 1)."""
+        return self.requested > 0 and self.ok == 0
 
     @property
     def clips_per_s(self) -> float:
@@ -63,6 +76,9 @@ class DownloadReport:
         ]
         for reason, n in sorted(self.by_reason.items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed {reason}: {n}")
+        if self.offline:
+            lines.append("every failure is a failed name lookup: offline? (check the network "
+                         "or proxy; failures.csv has each message)")
         if self.per_class is not None and self.failed:
             pc_ = self.per_class.assign(
                 cover=self.per_class["cached"] / self.per_class["requested"])
@@ -106,6 +122,7 @@ def _report(manifest: Manifest, folder: Path, plan: Plan, index: LabelIndex, ela
         report.per_class.to_csv(fh, index=False)
     rows = plan.table.select(["ytid", "start", "end"]).take(pa.array(failed["pos"].to_numpy()))
     details = _details(manifest) if len(failed) else {}
+    report.name_lookups = sum(is_name_lookup(details.get(k, "")) for k in failed["key"])
     failures = pd.DataFrame({
         "key": failed["key"].to_numpy(), "ytid": rows["ytid"].to_pylist(),
         "start": rows["start"].to_numpy(), "end": rows["end"].to_numpy(),

@@ -2,7 +2,8 @@
 
 A fetch that a server holds (bytes trickling in, never silent long enough for a socket timeout)
 cannot be interrupted from inside: the pool runs each task in a worker process and kills the
-worker's process group, with the ffmpeg it started, when the task passes its time limit.
+worker's process group, with the ffmpeg it started, when the task passes its time limit, or
+when it stalls (makes no progress for the stall timeout).
 """
 
 from __future__ import annotations
@@ -146,6 +147,82 @@ class _Child:
     frames: _Frames = field(default_factory=_Frames)
     task: int | None = None
     deadline: float = float("inf")
+    #: bytes read and CPU seconds of every process of its group seen during the task
+    seen: dict[int, tuple[int, float]] = field(default_factory=dict)
+    #: the last progress: when, and the totals of ``seen`` then
+    mark: tuple[float, int, float] = (0.0, 0, 0.0)
+
+
+#: Bytes a task must read, or CPU seconds it must use (a tenth of the stall timeout when that
+#: is less), within the stall timeout.
+STALL_BYTES = 1024
+STALL_CPU_S = 1.0
+
+
+def _group_usage(groups: set[int]) -> dict[int, dict[int, tuple[int, float]]] | None:
+    """Bytes read (``rchar``: files, pipes and sockets) and CPU seconds of every process in
+    the process ``groups``, by group and pid; None where ``/proc`` cannot tell (not Linux)."""
+    out: dict[int, dict[int, tuple[int, float]]] = {g: {} for g in groups}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        entries = [e.name for e in os.scandir("/proc") if e.name.isdigit()]
+    except OSError:
+        return None
+    for pid in entries:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            group = int(fields[2])
+            if group not in out:
+                continue
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            with open(f"/proc/{pid}/io", "rb") as fh:
+                rchar = next(int(line.split()[1]) for line in fh if line.startswith(b"rchar:"))
+        except (OSError, ValueError, IndexError, StopIteration):
+            continue  # gone meanwhile, or not ours to read
+        out[group][int(pid)] = (rchar, cpu)
+    return out
+
+
+class _StallWatch:
+    """Stops a task that makes no progress: fewer than :data:`STALL_BYTES` read and less than
+    :data:`STALL_CPU_S` (or a tenth of ``timeout``) of CPU used by its worker's process group
+    (the worker and its ffmpeg) in ``timeout`` seconds. A server that trickles a byte a second
+    never goes silent long enough for a socket timeout; this ends it long before the task's
+    time limit."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.interval = max(0.05, min(1.0, timeout / 4))
+        self.min_cpu = min(STALL_CPU_S, timeout / 10)
+        self.works = True
+
+    def start(self, child: _Child) -> None:
+        """A task starts on ``child``: its baseline is taken at the next look."""
+        child.seen = {}
+        child.mark = (0.0, 0, 0.0)
+
+    def stalled(self, busy: list[_Child], now: float) -> list[_Child]:
+        """The busy children whose task made no progress for ``timeout`` seconds."""
+        usage = _group_usage({c.pid for c in busy}) if self.works else None
+        if usage is None:
+            if self.works:
+                logger.debug("no /proc here: stalled clips end at their time limit only")
+            self.works = False
+            return []
+        out = []
+        for child in busy:
+            child.seen.update(usage.get(child.pid, {}))
+            read = sum(r for r, _ in child.seen.values())
+            cpu = sum(c for _, c in child.seen.values())
+            since, read0, cpu0 = child.mark
+            # the first look only takes the baseline (a worker's counts include its earlier
+            # tasks); then progress moves the mark, and a mark left alone too long is a stall
+            if not since or read - read0 >= STALL_BYTES or cpu - cpu0 >= self.min_cpu:
+                child.mark = (now, read, cpu)
+            elif now - since >= self.timeout:
+                out.append(child)
+        return out
 
 
 def _hub_main() -> None:
@@ -166,7 +243,9 @@ def _hub_main() -> None:
         if not data:
             return
         frames = from_parent.feed(data)
-    workers, time_limit, shared, level = pickle.loads(frames[0])  # noqa: S301 - parent's pipe
+    workers, time_limit, stall_timeout, shared, level = pickle.loads(frames[0])  # noqa: S301
+    stall = _StallWatch(stall_timeout) if stall_timeout else None
+    next_check = float("inf")
     keep = _KeepRecords()
     root = logging.getLogger()
     root.handlers[:] = [keep]
@@ -236,6 +315,8 @@ def _hub_main() -> None:
             task, payload = queue_.popleft()
             idle.task = task
             idle.deadline = time.monotonic() + time_limit if time_limit else float("inf")
+            if stall is not None:
+                stall.start(idle)
             send("start", task)
             try:
                 _write_all(idle.tasks, _frame(payload))
@@ -251,8 +332,21 @@ def _hub_main() -> None:
                 end(child)
                 fail(task, "timeout", f"the clip was stopped at the time limit of "
                                       f"{time_limit:g} s (its worker and ffmpeg killed)")
+            busy = [c for c in children.values() if c.task is not None]
+            if stall is not None and busy and now >= next_check:
+                for child in stall.stalled(busy, now):
+                    task = child.task
+                    end(child)
+                    fail(task, "stalled", f"the clip stalled: less than {STALL_BYTES} bytes "
+                                          f"arrived in {stall.timeout:g} s (its worker and "
+                                          "ffmpeg stopped; --stall-timeout)")
+                next_check = now + stall.interval
             dispatch()
             soonest = min((c.deadline for c in children.values()), default=float("inf"))
+            if stall is not None and stall.works and any(
+                    c.task is not None for c in children.values()):
+                next_check = min(next_check, now + stall.interval)
+                soonest = min(soonest, next_check)
             for key, _ in sel.select(None if soonest == float("inf")
                                      else max(0.0, soonest - time.monotonic())):
                 fd = key.fd
@@ -288,9 +382,13 @@ class ClipWorkerPool(Executor):
     then forks ``workers`` worker processes from itself. A task still running after
     ``time_limit`` seconds is ended by killing its worker's process group (the worker and any
     ffmpeg it started); its future then holds a transient ``timeout`` :class:`ClipFailure`,
-    and a fresh worker takes the next task. A worker that dies gives a transient ``unknown``
-    failure. Tasks that pass a ``shared`` object refer to the workers' own copy (it is not
-    sent again), so a worker keeps its yt-dlp instance from one clip to the next.
+    and a fresh worker takes the next task. With ``stall_timeout``, a task whose process group
+    reads almost nothing and uses almost no CPU for that long (a server that trickles bytes)
+    is ended the same way, as ``stalled``, long before its time limit (on Linux, where
+    ``/proc`` tells; elsewhere the time limit alone applies). A worker that dies gives a
+    transient ``unknown`` failure. Tasks that pass a ``shared`` object refer to the workers'
+    own copy (it is not sent again), so a worker keeps its yt-dlp instance from one clip to
+    the next.
 
     The processes ignore Ctrl-C (the pool's owner decides), and end when the owner process
     disappears. Tasks must be importable functions (they are pickled by reference); their log
@@ -298,13 +396,17 @@ class ClipWorkerPool(Executor):
     """
 
     def __init__(self, workers: int, *, time_limit: float | None = None,
-                 shared: tuple[Any, ...] = ()):
+                 stall_timeout: float | None = None, shared: tuple[Any, ...] = ()):
         if workers < 1:
             raise DownloadError(f"a worker pool needs at least one worker, not {workers}")
         if time_limit is not None and not time_limit > 0:
             raise DownloadError(f"time_limit={time_limit!r} must be a positive number of seconds")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise DownloadError(f"stall_timeout={stall_timeout!r} must be a positive number of "
+                                "seconds")
         self.workers = workers
         self.time_limit = time_limit
+        self.stall_timeout = stall_timeout
         self.shared = tuple(shared)
         package_parent = str(Path(__file__).resolve().parents[1])
         code = (
@@ -325,7 +427,7 @@ class ClipWorkerPool(Executor):
         self._ids = itertools.count()
         self._accepting = True
         level = logging.getLogger("audioset_data").getEffectiveLevel()
-        self._send(pickle.dumps((workers, time_limit, self.shared, level)))
+        self._send(pickle.dumps((workers, time_limit, stall_timeout, self.shared, level)))
         self._reader = threading.Thread(target=self._read, name="audioset-worker-pool",
                                         daemon=True)
         self._reader.start()

@@ -33,6 +33,31 @@ from .metrics import ClassMetrics, class_metrics, micro_average_precision
 logger = logging.getLogger(__name__)
 
 
+#: What each key of :meth:`EvaluationResult.summary` stands for (the markdown report's words).
+SUMMARY_LABELS = {
+    "level": "level",
+    "mAP": "mAP (macro over defined classes)",
+    "mean_auc": "mean AUC",
+    "dprime": "d-prime of the mean AUC (AST/PANNs headline)",
+    "mean_dprime": "mean of per-class d-primes",
+    "micro_ap": "micro AP (all pairs pooled)",
+    "classes_defined": "classes defined",
+    "classes_undefined": "classes undefined (no positives or no negatives, excluded)",
+    "labels": "labels",
+    "labels_sha256": "label set sha256",
+    "prior_weighted_ap": "prior-weighted AP",
+    "clips_evaluated": "clips evaluated",
+    "clips_sha256": "clip list sha256",
+    "clips_listed": "clips listed",
+    "requested_without_scores": "requested clips without scores",
+    "unscored": "clips with labels but no scores (left out)",
+    "not_in_labels": "scored clips without labels (left out)",
+    "mAP_propagated": "mAP, labels propagated to ancestors",
+    "mAP_interval": "mAP {level} bootstrap interval",
+    "mAP_by_branch": "mAP per top-level branch",
+}
+
+
 def id_list_hash(ids: Iterable[str]) -> str:
     """SHA-256 of the sorted, newline-joined clip ids: the same set gives the same hash."""
     text = "\n".join(sorted(str(i) for i in ids))
@@ -65,42 +90,43 @@ class EvaluationResult:
         return int(self.metrics.n_pos[0] + self.metrics.n_neg[0]) if len(self.mids) else 0
 
     def summary(self) -> dict[str, Any]:
-        """The headline numbers and the record of what they were computed on."""
+        """The headline numbers and the record of what they were computed on, under short
+        stable keys (``mAP``, ``mean_auc``, ``dprime``...; :data:`SUMMARY_LABELS` has the
+        sentence each stands for, which the markdown report shows)."""
         m = self.metrics
         out: dict[str, Any] = {
             "level": self.level,
-            "mAP (macro over defined classes)": _num(m.mean_ap),
-            "mean AUC": _num(m.mean_auc),
-            "d-prime of the mean AUC (AST/PANNs headline)": _num(m.dprime_of_mean_auc),
-            "mean of per-class d-primes": _num(m.mean_dprime),
-            "micro AP (all pairs pooled)": _num(self.micro_ap),
-            "classes defined": int(m.defined.sum()),
-            "classes undefined (no positives or no negatives, excluded)": int(m.n_undefined),
+            "mAP": _num(m.mean_ap),
+            "mean_auc": _num(m.mean_auc),
+            "dprime": _num(m.dprime_of_mean_auc),
+            "mean_dprime": _num(m.mean_dprime),
+            "micro_ap": _num(self.micro_ap),
+            "classes_defined": int(m.defined.sum()),
+            "classes_undefined": int(m.n_undefined),
             "labels": len(self.mids),
-            "label set sha256": id_list_hash(self.mids),
+            "labels_sha256": id_list_hash(self.mids),
         }
         if self.priors is not None:
-            out["prior-weighted AP"] = _num(m.weighted_ap(self.priors))
+            out["prior_weighted_ap"] = _num(m.weighted_ap(self.priors))
         if self.clip_ids is not None:
-            out["clips evaluated"] = len(self.clip_ids)
-            out["clip list sha256"] = id_list_hash(self.clip_ids)
+            out["clips_evaluated"] = len(self.clip_ids)
+            out["clips_sha256"] = id_list_hash(self.clip_ids)
         if self.n_listed is not None:
-            out["clips listed"] = self.n_listed
+            out["clips_listed"] = self.n_listed
         if self.not_evaluated:
-            out["requested clips without scores"] = len(self.not_evaluated)
+            out["requested_without_scores"] = len(self.not_evaluated)
         if self.unscored:
-            out["clips with labels but no scores (left out)"] = self.unscored
+            out["unscored"] = self.unscored
         if self.not_in_labels:
-            out["scored clips without labels (left out)"] = self.not_in_labels
+            out["not_in_labels"] = self.not_in_labels
         if self.propagated is not None:
-            out["mAP, labels propagated to ancestors"] = _num(self.propagated.mean_ap)
+            out["mAP_propagated"] = _num(self.propagated.mean_ap)
         if self.bootstrap is not None:
             b = self.bootstrap
-            out[f"mAP {getattr(b, 'confidence', 0.95):.0%} bootstrap interval"] = [
-                _num(b.low), _num(b.high)]
+            out["mAP_interval"] = [_num(b.low), _num(b.high)]
+            out["mAP_interval_level"] = float(getattr(b, "confidence", 0.95))
         if self.branches is not None:
-            out["mAP per top-level branch"] = {
-                k: _num(v) for k, v in self.branch_means().items()}
+            out["mAP_by_branch"] = {k: _num(v) for k, v in self.branch_means().items()}
         return out
 
     def to_frame(self) -> pd.DataFrame:
@@ -144,12 +170,15 @@ class EvaluationResult:
     def to_markdown(self, top: int = 20) -> str:
         """A markdown report: the summary, then the best and worst classes by AP."""
         lines = ["| measure | value |", "|---|---|"]
-        for k, v in self.summary().items():
+        summary = self.summary()
+        level = summary.pop("mAP_interval_level", 0.95)
+        for k, v in summary.items():
             if isinstance(v, dict):
                 v = "; ".join(f"{a} {b:.3f}" for a, b in v.items() if b is not None)
             elif isinstance(v, float):
                 v = f"{v:.4f}"
-            lines.append(f"| {k} | {v} |")
+            label = SUMMARY_LABELS.get(k, k).replace("{level}", f"{level:.0%}")
+            lines.append(f"| {label} | {v} |")
         frame = self.to_frame()
         frame = frame[frame["defined"]].sort_values("ap", ascending=False)
         cols = ["name", "ap", "auc", "dprime", "n_pos"]
@@ -438,4 +467,5 @@ def gather_scores(
     return ids, np.stack(rows)
 
 
-__all__ = ["EvaluationResult", "evaluate", "evaluate_frames", "gather_scores", "id_list_hash"]
+__all__ = ["SUMMARY_LABELS", "EvaluationResult", "evaluate", "evaluate_frames", "gather_scores",
+           "id_list_hash"]

@@ -9,13 +9,16 @@ index's order). Clip ids are segment keys, ``<ytid>_<start in ms>``.
 from __future__ import annotations
 
 import logging
+import zipfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-from audioset_data.cache.manifest import Manifest
-from audioset_data.cache.reader import open_cache
+from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
+from audioset_data.cache.reader import cache_dir, open_cache
 from audioset_data.config import PathLike
 from audioset_data.errors import EvaluationError
 from audioset_data.segments.labels import LabelIndex
@@ -25,32 +28,159 @@ from .harness import EvaluationResult, evaluate
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS = ("clip_id", "key", "segment_id")
+#: Most label columns a score file may have when the label set is not given (AudioSet has 527,
+#: its ontology 632): a file announcing more is refused before anything is read.
+MAX_LABELS = 10_000
+
+
+def _header(fh: IO[bytes], what: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from the header of the ``.npy`` stream ``fh`` (nothing else read)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read(fh)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise EvaluationError(f"{what} is not a readable .npy array: {exc}") from None
+    if dtype.hasobject:
+        raise EvaluationError(f"{what} holds Python objects (pickled data), which are never "
+                              "loaded; save plain arrays (numbers, strings)")
+    return tuple(int(n) for n in shape), dtype
+
+
+def _check_ids(shape: tuple[int, ...], dtype: np.dtype, what: str) -> int:
+    if len(shape) != 1 or dtype.kind not in "USiu":
+        raise EvaluationError(f"{what} must be a 1-D array of clip ids (ytid_startms), not "
+                              f"{dtype} of shape {shape}")
+    return shape[0]
+
+
+def _check_scores(shape: tuple[int, ...], dtype: np.dtype, n: int,
+                  label_mids: Sequence[str] | None, what: str) -> None:
+    """Refuse scores whose header does not announce ``n`` rows × the label count, before a
+    byte of them is read (a small compressed file can inflate to gigabytes)."""
+    n_labels = None if label_mids is None else len(label_mids)
+    if dtype.kind not in "fiub":
+        raise EvaluationError(f"{what} must hold numbers, not {dtype}")
+    want = f"({n}, {n_labels})" if n_labels is not None else f"({n}, labels)"
+    if len(shape) != 2 or shape[0] != n or (n_labels is not None and shape[1] != n_labels):
+        why = (f" ({n} clip ids × {n_labels} labels of the cache)" if n_labels is not None
+               else f" ({n} clip ids)")
+        raise EvaluationError(f"{what} has shape {shape}, expected {want}{why}; nothing was "
+                              "read")
+    if n_labels is None and shape[1] > MAX_LABELS:
+        raise EvaluationError(f"{what} has shape {shape}: {shape[1]:,} label columns, more "
+                              f"than any label set (at most {MAX_LABELS:,}); nothing was read")
+
+
+def _read_npz(path: Path, names: Sequence[str], label_mids: Sequence[str] | None
+              ) -> dict[str, np.ndarray]:
+    """The arrays ``names`` of a ``.npz`` file (``ids`` first, ``scores`` last), each checked
+    from its header before it is read, so memory stays bounded by the expected size."""
+    if path.stat().st_size == 0:
+        raise EvaluationError(f"score file {str(path)!r} is empty (0 bytes)")
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise EvaluationError(f"score file {str(path)!r} is not a .npz archive (a zip of .npy "
+                              f"arrays, as numpy.savez writes): {exc}") from None
+    with archive:
+        members = {Path(m).stem: m for m in archive.namelist() if m.endswith(".npy")}
+        missing = [n for n in names if n not in members]
+        if missing:
+            raise EvaluationError(f"{path}: a .npz score file needs arrays "
+                                  f"{', '.join(map(repr, names))}, it has {sorted(members)}")
+        out: dict[str, np.ndarray] = {}
+        n = 0
+        for name in names:
+            what = f"{path}: array {name!r}"
+            try:
+                with archive.open(members[name]) as fh:
+                    shape, dtype = _header(fh, what)
+                    if name == "ids":
+                        n = _check_ids(shape, dtype, what)
+                    elif name == "scores":
+                        _check_scores(shape, dtype, n, label_mids, what)
+                    elif len(shape) != 1 or shape[0] != n:
+                        raise EvaluationError(f"{what} has shape {shape}, expected ({n},)")
+                with archive.open(members[name]) as fh:
+                    out[name] = np.lib.format.read_array(fh, allow_pickle=False)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
+                if isinstance(exc, EvaluationError):
+                    raise
+                raise EvaluationError(f"{what} cannot be read: {exc}") from None
+        return out
+
+
+def _read_npy(path: Path, n: int, label_mids: Sequence[str] | None) -> np.ndarray:
+    """A ``.npy`` score matrix, its shape checked from the header first."""
+    what = f"score file {str(path)!r}"
+    try:
+        with open(path, "rb") as fh:
+            shape, dtype = _header(fh, what)
+            _check_scores(shape, dtype, n, label_mids, what)
+            fh.seek(0)
+            return np.lib.format.read_array(fh, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, EvaluationError):
+            raise
+        raise EvaluationError(f"cannot read {what}: {exc}") from None
+
+
+def _check_csv_header(path: Path, id_columns: Sequence[str]) -> None:
+    """A score CSV starts with a header naming its clip id column; say so plainly when the
+    file is something else (a segment list is the usual mix-up)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline(4096).strip()
+    names = [c.strip().strip('"') for c in first.split(",")]
+    if any(c in names for c in id_columns):
+        return
+    looks = ""
+    if first.startswith("#") or first.lower().startswith(("ytid", "# ytid")):
+        looks = ("; it looks like a segment list (YTID, start_seconds, end_seconds, "
+                 "positive_labels), not scores")
+    shown = first if len(first) <= 80 else first[:77] + "..."
+    raise EvaluationError(
+        f"{path}: a .csv score file needs a header row with a {id_columns[0]!r} column (the "
+        f"clip ids, ytid_startms) and one column per label; its first line is "
+        f"{shown!r}{looks}")
 
 
 def read_scores(path: PathLike, *, ids_file: PathLike | None = None,
                 label_mids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-    """``(clip ids, scores)`` from a score file (see the module's formats)."""
+    """``(clip ids, scores)`` from a score file (see the module's formats).
+
+    ``label_mids`` (the cache's labels) sets the expected number of score columns: array
+    files are checked against it from their headers before anything is read, so a small
+    compressed file that would inflate to gigabytes is refused at once. Without it, files
+    with more than :data:`MAX_LABELS` columns are refused.
+
+    Raises
+    ------
+    EvaluationError
+        The file is missing, empty, not of its type (a ``.npz`` that is no zip, a segment list
+        given as a ``.csv`` of scores), or its arrays have other shapes than expected; the
+        message names the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"score file {str(path)!r} not found")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                if "scores" not in z.files or "ids" not in z.files:
-                    raise EvaluationError(f"{path}: a .npz score file needs arrays 'ids' and "
-                                          f"'scores', it has {z.files}")
-                return [str(x) for x in z["ids"]], np.asarray(z["scores"])
+            arrays = _read_npz(path, ("ids", "scores"), label_mids)
+            return [str(x) for x in arrays["ids"]], arrays["scores"]
         if suffix == ".npy":
-            scores = np.load(path, allow_pickle=False)
             if ids_file is None:
                 raise EvaluationError(f"{path}: a .npy file holds no clip ids; pass the ids "
                                       "(--ids FILE, one per line)")
             ids = [s.strip() for s in Path(ids_file).read_text().splitlines() if s.strip()]
-            return ids, scores
+            return ids, _read_npy(path, len(ids), label_mids)
         if suffix in (".parquet", ".csv"):
             import pandas as pd
 
+            if suffix == ".csv":
+                _check_csv_header(path, ID_COLUMNS)
             frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
             id_col = next((c for c in ID_COLUMNS if c in frame.columns), None)
             if id_col is None:
@@ -67,23 +197,35 @@ def read_scores(path: PathLike, *, ids_file: PathLike | None = None,
                           "(.npz, .npy, .parquet or .csv)")
 
 
-def read_frame_scores(path: PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+def cache_label_mids(split: str, root: PathLike | None = None) -> list[str] | None:
+    """The label mids a cached split was made with (from its manifest alone), or None when
+    there is no such cache: the expected score columns, known before a score file is read."""
+    path = cache_dir(split, root) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    with Manifest.open(path, readonly=True) as manifest:
+        mids = manifest.get_meta("labels")
+    return mids.split(",") if mids else None
+
+
+def read_frame_scores(path: PathLike, *, label_mids: Sequence[str] | None = None
+                      ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """``(clip ids, frame numbers, scores)`` from a frame score file: ``.npz`` with arrays
-    ``ids``, ``frames`` and ``scores``, or ``.parquet``/``.csv`` with ``clip_id`` and ``frame``
-    columns and one column per label."""
+    ``ids``, ``frames`` and ``scores`` (shapes checked from their headers before reading, as
+    :func:`read_scores` does), or ``.parquet``/``.csv`` with ``clip_id`` and ``frame`` columns
+    and one column per label."""
     path = Path(path)
     if not path.is_file():
         raise EvaluationError(f"score file {str(path)!r} not found")
     if path.suffix.lower() == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if not {"ids", "frames", "scores"} <= set(z.files):
-                raise EvaluationError(f"{path}: a frame score file needs arrays 'ids', "
-                                      f"'frames' and 'scores', it has {z.files}")
-            return [str(x) for x in z["ids"]], np.asarray(z["frames"]), np.asarray(z["scores"])
+        arrays = _read_npz(path, ("ids", "frames", "scores"), label_mids)
+        return [str(x) for x in arrays["ids"]], arrays["frames"], arrays["scores"]
     if path.suffix.lower() in (".parquet", ".csv"):
         import pandas as pd
 
         try:
+            if path.suffix.lower() == ".csv":
+                _check_csv_header(path, ("clip_id",))
             frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" \
                 else pd.read_csv(path)
         except (OSError, ValueError) as exc:
@@ -152,4 +294,5 @@ def evaluate_cached(
     return result
 
 
-__all__ = ["evaluate_cached", "read_frame_scores", "read_scores"]
+__all__ = ["MAX_LABELS", "cache_label_mids", "evaluate_cached", "read_frame_scores",
+           "read_scores"]

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import importlib
 import io
+import os
 import wave
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from audioset_data.cache.codec import encode_clip
-from audioset_data.errors import ConfigError
+from audioset_data.config import PathLike
+from audioset_data.errors import ConfigError, ExportError
 
 if TYPE_CHECKING:
     from audioset_data.cache.reader import AudioSetCache
@@ -54,6 +57,34 @@ def require(module: str, extra: str) -> Any:
     except ImportError as exc:
         raise ConfigError(f"{module} is not installed ({exc}); install it with "
                           f"`pip install audioset-data[{extra}]`") from None
+
+
+def target_folder(out: PathLike) -> Path:
+    """The export folder ``out``, created if needed; an unusable one (a file, under a file,
+    not writable) raises :class:`~audioset_data.errors.ExportError` naming the path."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"export target {str(out)!r} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        above = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+        where = f"{str(above)!r} is a file, not a folder" if above else "a part of it is a file"
+        raise ExportError(f"cannot create the export folder {str(out)!r}: {where}") from None
+    except OSError as exc:
+        raise unwritable(out, exc) from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ExportError(f"export folder {str(out)!r} is not writable; choose a folder you "
+                          "can write to")
+    return out
+
+
+def unwritable(path: PathLike, exc: OSError) -> ExportError:
+    """The :class:`~audioset_data.errors.ExportError` of a write under ``path`` that failed."""
+    what = exc.strerror or str(exc)
+    where = exc.filename if getattr(exc, "filename", None) else path
+    return ExportError(f"cannot write the export at {str(where)!r}: {what}; choose a folder "
+                       "you can write to")
 
 
 def check_audio_format(fmt: str) -> str:

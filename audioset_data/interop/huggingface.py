@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from audioset_data.config import PathLike
-from audioset_data.errors import ConfigError
+from audioset_data.errors import AudioSetError, ConfigError
 
 from . import (
     audio_bytes,
@@ -32,6 +32,8 @@ from . import (
     label_names,
     positions_of,
     require,
+    target_folder,
+    unwritable,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ def to_hf_dataset(
     ------
     ConfigError
         ``datasets`` is not installed, or a setting is invalid, or the file exists.
+    ExportError
+        ``out`` is a file, lies under one, or cannot be written.
     """
     datasets = require("datasets", "hf")
     fmt = check_audio_format(audio_format)
@@ -109,21 +113,28 @@ def to_hf_dataset(
     path = out / ARROW_NAME
     if path.exists() and not overwrite:
         raise ConfigError(f"{str(path)!r} exists; pass overwrite=True to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+    out = target_folder(out)
     mids = list(cache.label_mids)
     names = np.array(label_names(mids, label_index), dtype=object)
     features = hf_features(mids, cache.sample_rate)
     schema = features.arrow_schema
     meta = clip_table(cache, pos)
     tmp = path.with_name(f".{path.name}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        done = 0
-        for _, clips in clip_batches(cache, pos, batch_size):
-            rows = meta.slice(done, len(clips["length"])).combine_chunks()
-            done += rows.num_rows
-            writer.write_batch(_record_batch(rows, clips, cache.sample_rate, mids, names, fmt,
-                                             schema))
-    tmp.replace(path)
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+            done = 0
+            for _, clips in clip_batches(cache, pos, batch_size):
+                rows = meta.slice(done, len(clips["length"])).combine_chunks()
+                done += rows.num_rows
+                writer.write_batch(_record_batch(rows, clips, cache.sample_rate, mids, names,
+                                                 fmt, schema))
+        tmp.replace(path)
+    except OSError as exc:
+        if isinstance(exc, AudioSetError):
+            raise
+        raise unwritable(out, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("wrote %d clips of %s to %s", len(pos), cache.folder, path)
     return datasets.Dataset.from_file(str(path))
 

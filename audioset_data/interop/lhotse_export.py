@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audioset_data.config import PathLike
-from audioset_data.errors import ConfigError
+from audioset_data.errors import AudioSetError, ConfigError, ExportError
 
 from . import (
     audio_bytes,
@@ -30,6 +30,8 @@ from . import (
     label_names,
     positions_of,
     require,
+    target_folder,
+    unwritable,
 )
 
 if TYPE_CHECKING:
@@ -69,7 +71,8 @@ def to_lhotse(
     batch_size
         Clips read at a time.
     overwrite
-        Replace existing manifests (audio files of the same keys are rewritten).
+        Replace existing manifests and audio files. Without it the export writes nothing
+        when a file it would write (a manifest, or the audio file of a clip) already exists.
 
     Returns
     -------
@@ -81,6 +84,9 @@ def to_lhotse(
     ------
     ConfigError
         ``lhotse`` is not installed, a setting is invalid, or the manifests exist.
+    ExportError
+        ``out`` is a file, lies under one, or cannot be written; or audio files the export
+        would write exist already (without ``overwrite``).
     """
     lhotse = require("lhotse", "lhotse")
     fmt = check_audio_format(audio_format)
@@ -90,44 +96,70 @@ def to_lhotse(
     if not overwrite and (rec_path.exists() or sup_path.exists()):
         raise ConfigError(f"manifests exist in {str(out)!r}; pass overwrite=True to replace "
                           "them")
+    out = target_folder(out)
     mids = list(cache.label_mids)
     names = label_names(mids, label_index)
     sr = cache.sample_rate
     meta = clip_table(cache, pos)
     keys, ytids = meta["key"].to_pylist(), meta["ytid"].to_pylist()
     starts = meta["start"].to_numpy()
+    if not overwrite:
+        _refuse_foreign_files(out, keys, fmt)
     tmp_rec = rec_path.with_name(f".tmp-{rec_path.name}")  # lhotse gzips by the suffix
     tmp_sup = sup_path.with_name(f".tmp-{sup_path.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    with lhotse.RecordingSet.open_writer(tmp_rec) as recs, \
-            lhotse.SupervisionSet.open_writer(tmp_sup) as sups:
-        at = 0
-        for _, clips in clip_batches(cache, pos, batch_size):
-            for wave, n, target in zip(clips["waveform"], clips["length"], clips["target"],
-                                       strict=True):
-                key, n = keys[at], int(n)
-                path = _write_audio(out, key, audio_bytes(wave[:n], sr, fmt), fmt)
-                source = lhotse.AudioSource(type="file", channels=[0], source=str(path))
-                recs.write(lhotse.Recording(id=key, sources=[source], sampling_rate=sr,
-                                            num_samples=n, duration=n / sr))
-                ids = np.flatnonzero(target)
-                sups.write(lhotse.SupervisionSegment(
-                    id=key, recording_id=key, start=0.0, duration=n / sr, channel=0,
-                    custom={"mids": [mids[i] for i in ids], "names": [names[i] for i in ids],
-                            "label_ids": ids.tolist(), "ytid": ytids[at],
-                            "segment_start": float(starts[at])}))
-                at += 1
-    os.replace(tmp_rec, rec_path)
-    os.replace(tmp_sup, sup_path)
+    try:
+        with lhotse.RecordingSet.open_writer(tmp_rec) as recs, \
+                lhotse.SupervisionSet.open_writer(tmp_sup) as sups:
+            at = 0
+            for _, clips in clip_batches(cache, pos, batch_size):
+                for wave, n, target in zip(clips["waveform"], clips["length"], clips["target"],
+                                           strict=True):
+                    key, n = keys[at], int(n)
+                    path = _write_audio(out, key, audio_bytes(wave[:n], sr, fmt), fmt)
+                    source = lhotse.AudioSource(type="file", channels=[0], source=str(path))
+                    recs.write(lhotse.Recording(id=key, sources=[source], sampling_rate=sr,
+                                                num_samples=n, duration=n / sr))
+                    ids = np.flatnonzero(target)
+                    sups.write(lhotse.SupervisionSegment(
+                        id=key, recording_id=key, start=0.0, duration=n / sr, channel=0,
+                        custom={"mids": [mids[i] for i in ids], "names": [names[i] for i in ids],
+                                "label_ids": ids.tolist(), "ytid": ytids[at],
+                                "segment_start": float(starts[at])}))
+                    at += 1
+        os.replace(tmp_rec, rec_path)
+        os.replace(tmp_sup, sup_path)
+    except OSError as exc:
+        if isinstance(exc, AudioSetError):
+            raise
+        raise unwritable(out, exc) from None
+    finally:
+        tmp_rec.unlink(missing_ok=True)
+        tmp_sup.unlink(missing_ok=True)
     logger.info("wrote %d clips of %s as lhotse manifests in %s", len(pos), cache.folder, out)
     return lhotse.load_manifest_lazy(rec_path), lhotse.load_manifest_lazy(sup_path)
 
 
+def _audio_path(out: Path, key: str, fmt: str) -> Path:
+    """Where the audio file of clip ``key`` goes (a few thousand folders, never a million
+    files in one)."""
+    return out / "audio" / key[:2] / f"{key}.{fmt}"
+
+
+def _refuse_foreign_files(out: Path, keys: list[str], fmt: str) -> None:
+    """Refuse, before anything is written, to replace files this export did not write."""
+    there = [p for p in (_audio_path(out, k, fmt) for k in keys) if os.path.lexists(p)]
+    if there:
+        raise ExportError(
+            f"{len(there)} audio files the export would write already exist in {str(out)!r} "
+            f"(e.g. {str(there[0])!r}) and were not written by this export; choose an empty "
+            "folder, or pass overwrite=True to replace them")
+
+
 def _write_audio(out: Path, key: str, data: bytes, fmt: str) -> Path:
     """Write one clip's file (under a temporary name, then renamed) and return its path."""
-    folder = out / "audio" / key[:2]
-    folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / f"{key}.{fmt}").resolve()
+    path = _audio_path(out, key, fmt)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
