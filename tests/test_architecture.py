@@ -23,8 +23,8 @@ SOURCES = {
     "audioset_data.baselines": REPO / "baselines",
 }
 #: The rooms, lowest first: a room may import the rooms before it, never those after it.
-LAYERS = ["ground", "ontology", "segments", "strong", "audio", "cache", "downloader",
-          "evaluation", "features", "loaders", "baselines", "interop", "cli"]
+LAYERS = ["ground", "ontology", "segments", "strong", "audio", "cache", "features",
+          "downloader", "evaluation", "loaders", "baselines", "interop", "cli"]
 #: The modules at the top of the package that every room may use.
 GROUND = {"config", "errors", "fileio", "remote", "lazy", "testing"}
 

@@ -70,6 +70,15 @@ def test_import_train_predict_scores_every_clip(release, tmp_path, model, capsys
     order = [row[k] for k in ids]
     ap = [average_precision_score(y[order, c], s[:, c]) for c in range(N_CLASSES)]
     assert np.mean(ap) > 0.85, ap
+    # evaluate finds the labels in the embeddings store when there is no audio cache
+    report = tmp_path / "eval.json"
+    assert main(["evaluate", "--scores", str(scores), "--split", "eval", "--root", str(root),
+                 "--json", str(report)]) == 0
+    import json
+
+    summary = json.loads(report.read_text())["summary"]
+    assert summary["clips_evaluated"] == 240
+    assert summary["mAP"] == pytest.approx(np.mean(ap), abs=1e-9)
 
 
 @pytest.mark.slow

@@ -12,16 +12,22 @@ import logging
 import zipfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
+import scipy.sparse as sp
 
-from audioset_data.cache.manifest import MANIFEST_NAME, Manifest
+from audioset_data.cache.manifest import MANIFEST_NAME, Manifest, clip_key
 from audioset_data.cache.reader import cache_dir, open_cache
 from audioset_data.config import PathLike
-from audioset_data.errors import EvaluationError
+from audioset_data.errors import CacheError, EvaluationError
+from audioset_data.features.errors import FeatureStoreNotFoundError
+from audioset_data.features.store import open_store
 from audioset_data.segments.labels import LabelIndex
+from audioset_data.segments.load import load_segments
+from audioset_data.segments.splits import SplitNameError, canonical_split
 
 from .harness import EvaluationResult, evaluate
 
@@ -238,6 +244,45 @@ def read_frame_scores(path: PathLike, *, label_mids: Sequence[str] | None = None
     raise EvaluationError(f"{path}: frame scores are read from .npz, .parquet or .csv")
 
 
+@dataclass
+class _Labels:
+    """The labels a score file is evaluated against: clip keys, a target matrix, how many
+    clips the split lists, and (when known) its label mids / index."""
+
+    keys: list[str]
+    targets: Any
+    listed: int
+    label_mids: list[str] | None
+    label_index: LabelIndex | None = None
+    what: str = "cache"
+
+
+def _labels_of(split: str, root: PathLike | None) -> _Labels:
+    """The labels of ``split``: its audio cache when there is one, else its embeddings store
+    (``audioset features import``), else the official segment list of that name; the error
+    of the missing cache is raised when none of them exists."""
+    try:
+        cache = open_cache(split, root=root)
+    except CacheError as missing:
+        try:
+            store = open_store(split, root)
+        except FeatureStoreNotFoundError:
+            try:
+                canonical_split(split)
+            except SplitNameError:
+                raise missing from None
+            seg = load_segments(split, root=root)
+            keys = [clip_key(y, s) for y, s in zip(seg.ytids, seg.start, strict=True)]
+            return _Labels(keys, sp.csr_array(seg.label_matrix), len(seg),
+                           list(seg.label_index.mids), seg.label_index, "segment list")
+        logger.info("no %s cache: evaluating against the embeddings store %s", split, store)
+        return _Labels([str(k) for k in store.keys], store.targets(), len(store), None, None,
+                       "embeddings store")
+    with Manifest.open(cache.folder / cache.manifest_name, readonly=True) as m:
+        listed = sum(m.counts().values())
+    return _Labels(list(cache.keys()), cache.targets(), listed, list(cache.label_mids))
+
+
 def evaluate_cached(
     ids: Sequence[str],
     scores: np.ndarray,
@@ -249,14 +294,15 @@ def evaluate_cached(
     seed: int = 0,
     strict: bool = False,
 ) -> EvaluationResult:
-    """Evaluate scores against the labels of a cached split, aligned by clip id.
+    """Evaluate scores against the labels of a split, aligned by clip id: its audio cache,
+    else its embeddings store, else the official segment list of that name.
 
     Clips of the cache without scores and scores for clips the cache does not hold are
     reported (logged and counted in the result), never matched by position; ``strict`` makes
     any scored clip the cache does not hold an error.
     """
-    cache = open_cache(split, root=root)
-    keys = cache.keys()
+    source = _labels_of(split, root)
+    keys = source.keys
     pos = {k: i for i, k in enumerate(keys)}
     ids = [str(x) for x in ids]
     if len(ids) != len(scores):
@@ -277,14 +323,16 @@ def evaluate_cached(
         raise EvaluationError(f"none of the {len(ids)} scored clips is in the {split} cache "
                               "(clip ids are ytid_startms keys)")
     rows = [pos[ids[i]] for i in have]
-    targets = cache.targets()[rows]
-    with Manifest.open(cache.folder / cache.manifest_name, readonly=True) as m:
-        listed = sum(m.counts().values())
-    try:
-        label_index = LabelIndex.load(root=root)
-    except Exception:  # noqa: BLE001 - names are a nicety; mids are in the cache
-        label_index = None
-    if label_index is not None and list(label_index.mids) != cache.label_mids:
+    targets = source.targets[rows]
+    listed = source.listed
+    label_index = source.label_index
+    if label_index is None:
+        try:
+            label_index = LabelIndex.load(root=root)
+        except Exception:  # noqa: BLE001 - names are a nicety; mids are in the cache
+            label_index = None
+    if (label_index is not None and source.label_mids is not None
+            and list(label_index.mids) != source.label_mids):
         label_index = None
     result = evaluate(np.asarray(scores)[have], targets, clip_ids=[ids[i] for i in have],
                       on=on, label_index=label_index, n_listed=listed, bootstrap=bootstrap,
