@@ -31,6 +31,12 @@ ONTOLOGY_BASE_URL = "https://raw.githubusercontent.com/audioset/ontology/master/
 CSV_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/csv/"
 #: Official base address of the temporally-strong label files (released 2021).
 STRONG_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/strong/"
+#: Environment variable naming a mirror of the embeddings release (a folder or the file).
+FEATURES_BASE_URL_ENV = "AUDIOSET_FEATURES_URL"
+#: Where Google serves the embeddings release, ``features.tar.gz``.
+FEATURES_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/features/"
+#: Suffixes of an address that names the release archive itself rather than its folder.
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 
 def data_home(root: PathLike | None = None) -> Path:
@@ -72,6 +78,16 @@ def ontology_base_url(explicit: str | None = None) -> str:
 def csv_base_url(explicit: str | None = None) -> str:
     """Base address of the official CSV files (argument, then env var, then the official one)."""
     return _base_url(explicit, CSV_BASE_URL_ENV, CSV_BASE_URL)
+
+
+def features_base_url(explicit: str | None = None) -> str:
+    """Address of the embeddings release: the argument, then ``$AUDIOSET_FEATURES_URL``, then
+    the official folder. An address ending in ``.tar`` / ``.tar.gz`` names the archive itself;
+    any other is a folder holding ``features.tar.gz``."""
+    url = explicit or os.environ.get(FEATURES_BASE_URL_ENV) or FEATURES_BASE_URL
+    if url.rstrip("/").endswith(ARCHIVE_SUFFIXES):
+        return url.rstrip("/")
+    return url if url.endswith("/") else url + "/"
 
 
 def strong_base_url(explicit: str | None = None) -> str:

@@ -24,12 +24,15 @@ from tqdm.auto import tqdm
 from urllib3.util.retry import Retry
 
 from .config import (
+    ARCHIVE_SUFFIXES,
     CSV_BASE_URL_ENV,
+    FEATURES_BASE_URL_ENV,
     ONTOLOGY_BASE_URL_ENV,
     STRONG_BASE_URL_ENV,
     PathLike,
     csv_base_url,
     data_home,
+    features_base_url,
     ontology_base_url,
     strong_base_url,
 )
@@ -52,13 +55,22 @@ class Remote:
 
     name: str
     filename: str
-    group: str  # "ontology", "csv" or "strong": which base address serves it
+    group: str  # "ontology", "csv", "strong" or "features": which base address serves it
     size: int | None = None
     sha256: str | None = None
     git_sha1: str | None = None
+    #: refuse a download larger than this (default: 4 × the pinned size, else 2 GiB)
+    max_bytes: int | None = None
+    #: an interrupted download continues from its ``.part`` file with a Range request
+    resumable: bool = False
+    #: recorded with the copy, e.g. that no checksum is published for the file
+    note: str | None = None
 
     def url(self, base_url: str | None = None) -> str:
         """Full address of the file under ``base_url`` (or the configured default)."""
+        if self.group == "features":
+            base = features_base_url(base_url)
+            return base if base.endswith(ARCHIVE_SUFFIXES) else base + self.filename
         if self.group == "ontology":
             base = ontology_base_url(base_url)
         elif self.group == "strong":
@@ -127,6 +139,17 @@ REMOTES: dict[str, Remote] = {
             "audioset_eval_strong_framed_posneg.tsv",
             "strong",
             git_sha1="63850af596a64d8bb53cee34d8206ee6addcb740",
+        ),
+        # The embeddings release (2.4 GB): Google publishes no checksum for it; the size and
+        # sha256 of the copy fetched are recorded beside it.
+        Remote(
+            "features",
+            "features.tar.gz",
+            "features",
+            max_bytes=8 * 1024**3,
+            resumable=True,
+            note="Google publishes no checksum for features.tar.gz; the size and sha256 "
+                 "recorded here are those of the copy fetched",
         ),
         Remote(
             "strong_mid_to_display_name",
@@ -319,7 +342,8 @@ def _unreachable(url: str, exc: BaseException, remote: Remote | None) -> str:
             or "Name or service not known" in names or "getaddrinfo" in names
             else "cannot connect")
     group = remote.group if remote is not None else "csv"
-    env = {"ontology": ONTOLOGY_BASE_URL_ENV, "strong": STRONG_BASE_URL_ENV}.get(
+    env = {"ontology": ONTOLOGY_BASE_URL_ENV, "strong": STRONG_BASE_URL_ENV,
+           "features": FEATURES_BASE_URL_ENV}.get(
         group, CSV_BASE_URL_ENV)
     flag = " (or --csv-url)" if group == "csv" else ""
     name = remote.filename if remote is not None else url
@@ -330,6 +354,54 @@ def _unreachable(url: str, exc: BaseException, remote: Remote | None) -> str:
 def cache_path(name: str, root: PathLike | None = None) -> Path:
     """Where the cached copy of remote ``name`` lives under the data root."""
     return data_home(root) / "remote" / get_remote(name).filename
+
+
+def _download_resumable(url: str, part: Path, *, timeout: float, retries: int,
+                        max_bytes: int, progress: bool, remote: Remote) -> None:
+    """Append ``url`` to ``part`` from where it stops, with Range requests, until complete
+    (a server that ignores the Range starts the file over)."""
+    last = ""
+    for attempt in range(retries + 1):
+        have = part.stat().st_size if part.exists() else 0
+        headers = {"Accept-Encoding": "identity"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            with requests.get(url, stream=True, timeout=timeout, headers=headers) as resp:
+                if resp.status_code == 416 and have:  # nothing left past what we hold
+                    return
+                if resp.status_code == 200:
+                    have = 0
+                elif resp.status_code != 206:
+                    raise RemoteError(f"GET {url!r} answered HTTP {resp.status_code}")
+                length = int(resp.headers.get("Content-Length") or 0) or None
+                total = have + length if length else None
+                if total is not None and total > max_bytes:
+                    raise RemoteError(f"{url!r} announces {total} bytes, over the limit "
+                                      f"{max_bytes}")
+                with part.open("ab" if have else "wb") as fh, tqdm(
+                        total=total, initial=have, unit="B", unit_scale=True,
+                        desc=remote.filename, disable=not progress, leave=False) as bar:
+                    for block in resp.iter_content(chunk_size=1 << 20):
+                        fh.write(block)
+                        bar.update(len(block))
+                got = part.stat().st_size
+                if got > max_bytes:
+                    part.unlink()
+                    raise RemoteError(f"{url!r} sent more than the limit of {max_bytes} bytes")
+                if total is None or got == total:
+                    return
+                last = f"the body ended after {got} of {total} bytes"
+        except requests.ConnectionError as exc:
+            if not have and not part.exists():
+                raise RemoteError(_unreachable(url, exc, remote)) from None
+            last = _short(exc)
+        except requests.RequestException as exc:
+            last = _short(exc)
+        logger.warning("fetching %s stopped (%s); resuming (try %d of %d)", url, last,
+                       attempt + 1, retries)
+    raise RemoteError(f"could not fetch {url!r} after {retries + 1} tries ({last}); run again "
+                      f"to resume from {str(part)!r}")
 
 
 def fetch(
@@ -405,11 +477,19 @@ def fetch(
             return dest
         logger.warning("cached %s is corrupted (%s); fetching it again", dest, "; ".join(bad))
 
-    max_bytes = remote.size * 4 if remote.size else DEFAULT_MAX_BYTES
+    max_bytes = remote.max_bytes or (remote.size * 4 if remote.size else DEFAULT_MAX_BYTES)
     with atomic_path(dest) as tmp:
         logger.info("fetching %s from %s", remote.filename, url)
-        _download(url, tmp, timeout=timeout, retries=retries, max_bytes=max_bytes,
-                  progress=progress, remote=remote)
+        if remote.resumable and _local_source(url) is None:
+            part = dest.with_name(f".{dest.name}.part")  # a stable name: a re-run resumes
+            if force:
+                part.unlink(missing_ok=True)
+            _download_resumable(url, part, timeout=timeout, retries=retries,
+                                max_bytes=max_bytes, progress=progress, remote=remote)
+            os.replace(part, tmp)
+        else:
+            _download(url, tmp, timeout=timeout, retries=retries, max_bytes=max_bytes,
+                      progress=progress, remote=remote)
         bad, actual = _mismatches(tmp, _expected(remote, None))
         accepted = False
         if bad:
@@ -426,6 +506,7 @@ def fetch(
         "url": url,
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "accepted_new_upstream": accepted,
+        **({"note": remote.note} if remote.note else {}),
         **actual,
     })
     return dest

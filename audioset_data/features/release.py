@@ -13,12 +13,8 @@ tests and benchmarks build their fixtures with it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import tarfile
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -26,12 +22,11 @@ from typing import Any, NamedTuple
 from urllib.parse import unquote, urlparse
 
 import numpy as np
-import requests
-from tqdm.auto import tqdm
 
-from audioset_data.config import PathLike, data_home
+from audioset_data.config import FEATURES_BASE_URL, FEATURES_BASE_URL_ENV, PathLike
 from audioset_data.errors import RemoteError
 from audioset_data.fileio import atomic_write
+from audioset_data.remote import fetch, get_remote
 
 from .errors import CorruptRecordError
 from .proto import sequence_example_class
@@ -56,11 +51,10 @@ EMBEDDING_DIM = 128
 QUANT_MIN, QUANT_MAX = -2.0, 2.0
 
 #: Official address of the release (Google publishes no checksum for it).
-FEATURES_URL = ("http://storage.googleapis.com/us_audioset/youtube_corpus/v1/features/"
-                "features.tar.gz")
+FEATURES_URL = FEATURES_BASE_URL + "features.tar.gz"
 #: Environment variable: address of a mirror of ``features.tar.gz`` (a file, a folder
 #: holding it, ``file://`` or ``http(s)://``).
-FEATURES_URL_ENV = "AUDIOSET_FEATURES_URL"
+FEATURES_URL_ENV = FEATURES_BASE_URL_ENV
 #: Said wherever the size and sha256 of an imported release are recorded.
 CHECKSUM_NOTE = ("Google publishes no checksum for features.tar.gz; size and sha256 are those "
                  "of the copy imported")
@@ -197,10 +191,7 @@ def features_url(explicit: str | None = None) -> str:
     """Address of ``features.tar.gz``: the argument, ``$AUDIOSET_FEATURES_URL``, or the
     official one. An address that does not name a ``.tar``/``.tar.gz`` file is a folder
     holding ``features.tar.gz``."""
-    url = explicit or os.environ.get(FEATURES_URL_ENV) or FEATURES_URL
-    if not url.rstrip("/").endswith((".tar", ".tar.gz", ".tgz")):
-        url = url.rstrip("/") + "/features.tar.gz"
-    return url
+    return get_remote("features").url(explicit)
 
 
 def local_source(url: str) -> Path | None:
@@ -219,10 +210,11 @@ def fetch_release(url: str | None = None, *, root: PathLike | None = None,
     """Return a local copy of ``features.tar.gz`` (2.4 GB), fetching it resumably if needed.
 
     A local mirror (path or ``file://``) is used in place, never copied. An ``http(s)``
-    address is downloaded to ``<root>/remote/features.tar.gz``; an interrupted download
-    resumes from its ``.part`` file with an HTTP Range request. Google publishes no checksum,
-    so the size and sha256 of the copy are recorded in ``features.tar.gz.meta.json`` (and in
-    each store's metadata at import).
+    address goes through the official-file code (:func:`audioset_data.remote.fetch`, remote
+    ``"features"``): downloaded to ``<root>/remote/features.tar.gz``, an interrupted download
+    resuming from its ``.part`` file with a Range request. Google publishes no checksum, so
+    the size and sha256 of the copy are recorded in ``features.tar.gz.meta.json`` (and in each
+    store's metadata at import).
 
     Raises
     ------
@@ -236,75 +228,8 @@ def fetch_release(url: str | None = None, *, root: PathLike | None = None,
             raise RemoteError(f"features release {str(local)!r} (from {url!r}) does not exist; "
                               f"set {FEATURES_URL_ENV} to the file or a folder holding it")
         return local
-    dest = data_home(root) / "remote" / "features.tar.gz"
-    meta_path = dest.with_name(dest.name + ".meta.json")
-    if dest.is_file() and meta_path.is_file() and not force:
-        try:
-            meta = json.loads(meta_path.read_text())
-        except ValueError:
-            meta = {}
-        st = dest.stat()
-        if meta.get("size") == st.st_size and meta.get("mtime_ns") == st.st_mtime_ns:
-            return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name("." + dest.name + ".part")  # a stable name, so a re-run resumes
-    if force:
-        part.unlink(missing_ok=True)
-    # TODO(remote.py): fetch through audioset_data.remote.fetch once it can (1) take a Remote
-    # declared outside REMOTES (or declare Remote("features", "features.tar.gz",
-    # group="features") with base address $AUDIOSET_FEATURES_URL), (2) fetch files with no
-    # pinned checksum over DEFAULT_MAX_BYTES (2 GiB; this one is 2.4 GB), and (3) resume a
-    # partial download with a Range request. Until then _download_resumable is that hook.
-    _download_resumable(url, part, retries=retries, timeout=timeout, progress=progress)
-    sha = hashlib.sha256()
-    with part.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    os.replace(part, dest)
-    meta = {"url": url, "size": dest.stat().st_size, "sha256": sha.hexdigest(),
-            "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "note": CHECKSUM_NOTE, "mtime_ns": dest.stat().st_mtime_ns}
-    with atomic_write(meta_path, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1)
-    logger.info("fetched %s: %d bytes, sha256 %s", url, meta["size"], meta["sha256"])
-    return dest
-
-
-def _download_resumable(url: str, part: Path, *, retries: int, timeout: float,
-                        progress: bool) -> None:
-    """Append ``url`` to ``part`` from where it stops, with Range requests, until complete."""
-    last: str = ""
-    for attempt in range(retries + 1):
-        have = part.stat().st_size if part.exists() else 0
-        headers = {"Accept-Encoding": "identity"}
-        if have:
-            headers["Range"] = f"bytes={have}-"
-        try:
-            with requests.get(url, stream=True, timeout=timeout, headers=headers) as resp:
-                if resp.status_code == 416 and have:  # nothing left past what we hold
-                    return
-                if resp.status_code == 200:
-                    have = 0  # the server ignored the Range: start over
-                elif resp.status_code != 206:
-                    raise RemoteError(f"GET {url!r} answered HTTP {resp.status_code}")
-                length = int(resp.headers.get("Content-Length") or 0) or None
-                total = have + length if length else None
-                with part.open("ab" if have else "wb") as fh, tqdm(
-                        total=total, initial=have, unit="B", unit_scale=True,
-                        desc="features.tar.gz", disable=not progress, leave=False) as bar:
-                    for block in resp.iter_content(chunk_size=1 << 20):
-                        fh.write(block)
-                        bar.update(len(block))
-                got = part.stat().st_size
-                if total is None or got == total:
-                    return
-                last = f"the body ended after {got} of {total} bytes"
-        except requests.RequestException as exc:
-            last = str(exc)
-        logger.warning("fetching %s stopped (%s); resuming (try %d of %d)", url, last,
-                       attempt + 1, retries)
-    raise RemoteError(f"could not fetch {url!r} after {retries + 1} tries ({last}); run again "
-                      f"to resume from {str(part)!r}, or set {FEATURES_URL_ENV} to a mirror")
+    return fetch("features", root=root, base_url=url, force=force, retries=retries,
+                 timeout=timeout, progress=progress)
 
 
 __all__ = [
