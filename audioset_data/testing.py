@@ -14,10 +14,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 from .config import PathLike
+from .loopback import LoopbackHTTP
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
@@ -57,8 +58,7 @@ class LoopbackServer:
         self.pace_bytes_per_s = pace_bytes_per_s
         self.chunk = chunk
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: LoopbackHTTP | None = None
 
     def add(self, path: str, content: bytes | PathLike) -> str:
         """Serve ``content`` (bytes or a file) at ``/path``; return its full URL."""
@@ -68,9 +68,9 @@ class LoopbackServer:
 
     def url(self, path: str = "/") -> str:
         """Full address of ``path`` on this server."""
-        if self._httpd is None:
+        if self._server is None:
             raise RuntimeError("server is not running")
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/" + path.lstrip("/")
+        return f"http://127.0.0.1:{self._server.port}/" + path.lstrip("/")
 
     def total_bytes(self) -> int:
         """Bytes of bodies sent so far, over all paths."""
@@ -194,20 +194,15 @@ class LoopbackServer:
 
     def start(self) -> LoopbackServer:
         """Start serving in a daemon thread."""
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self._server = LoopbackHTTP(self._handler(), name="audioset-loopback-files",
+                                    poll_interval=0.05)
         return self
 
     def stop(self) -> None:
         """Stop serving and close the socket."""
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def __enter__(self) -> LoopbackServer:
         return self.start()

@@ -26,7 +26,7 @@ SOURCES = {
 LAYERS = ["ground", "ontology", "segments", "strong", "audio", "cache", "features",
           "downloader", "evaluation", "loaders", "baselines", "interop", "cli"]
 #: The modules at the top of the package that every room may use.
-GROUND = {"config", "errors", "fileio", "remote", "lazy", "testing"}
+GROUND = {"config", "errors", "fileio", "remote", "lazy", "testing", "loopback"}
 
 
 def _modules() -> dict[str, Path]:

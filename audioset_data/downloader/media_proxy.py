@@ -27,11 +27,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 from audioset_data.audio.ffmpeg import SECRET_HEADERS
 from audioset_data.errors import DownloadError
+from audioset_data.loopback import LoopbackHTTP
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +89,7 @@ class MediaProxy:
         self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self._opener = urllib.request.build_opener(_SameHostRedirects())
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="audioset-media-proxy", daemon=True).start()
+        self._server = LoopbackHTTP(self._handler(), name="audioset-media-proxy")
 
     @contextlib.contextmanager
     def route(self, url: str, headers: Mapping[str, str], timeout: float) -> Iterator[Route]:
@@ -109,7 +107,7 @@ class MediaProxy:
             netloc += f":{parts.port}" if parts.port else ""
             url = urlunsplit(parts._replace(netloc=netloc))
         token = secrets.token_urlsafe(18)
-        port = self._httpd.server_address[1]
+        port = self._server.port
         # the file name and a mime parameter tell ffmpeg's reader what container to expect
         local = f"http://127.0.0.1:{port}/{token}/{quote(parts.path.rsplit('/', 1)[-1])}"
         mime = parse_qs(parts.query).get("mime")
