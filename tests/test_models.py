@@ -66,7 +66,8 @@ def test_embedding_is_what_the_head_reads(models, name):
 
 def test_registry_frontends_and_input_shapes(models):
     assert {n: m.frontend for n, m in models.items()} == {
-        "fc": "vggish", "resnet50": "vggish", "cnn14": "panns"}
+        "fc": "vggish", "resnet50": "vggish", "cnn14": "panns",
+        "embedding-fc": "embeddings", "embedding-attention": "embeddings"}
     assert models["fc"].input_shape == (None, 96, 64)
     assert models["resnet50"].input_shape == (None, 96, 64)
     assert models["cnn14"].input_shape == (None, None, 64)
@@ -81,7 +82,7 @@ def test_parameter_counts(models):
 
 
 def test_build_model_errors_name_the_known_models():
-    with pytest.raises(ConfigError, match="'vgg'.*cnn14, fc, resnet50"):
+    with pytest.raises(ConfigError, match="'vgg'.*cnn14, embedding-attention, embedding-fc, fc, resnet50"):
         build_model("vgg")
     with pytest.raises(ConfigError, match="bad options"):
         build_model("resnet50", depth=101)
