@@ -179,9 +179,12 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"checkpoint {str(path)!r} holds objects other than tensors and "
                               f"plain values; refusing to unpickle it: {exc}") from exc
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} is truncated or not a torch "
-                              f"checkpoint ({path.stat().st_size} bytes): {exc}") from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        size = path.stat().st_size
+        what = ("is empty (0 bytes): truncated, or never written" if size == 0 else
+                f"is truncated or not a torch checkpoint ({size} bytes)")
+        detail = f": {exc}" if str(exc) else ""
+        raise CheckpointError(f"checkpoint {str(path)!r} {what}{detail}") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} was not written by save_checkpoint "
                               f"(no format marker {FORMAT!r})")
@@ -189,6 +192,20 @@ def _read(path: Path, map_location: Any) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} has format version "
                               f"{payload.get('version')!r}; this code reads {VERSION}")
     return payload
+
+
+def read_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """The whole payload of a checkpoint written by :func:`save_checkpoint` (``model``,
+    ``config``, ``step``, ...), loaded with ``weights_only=True``, without building anything.
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, empty, truncated, not a torch file, holds objects other than
+        tensors and plain values (a pickle payload), or was not written by
+        :func:`save_checkpoint`; the message names the file.
+    """
+    return _read(Path(path), map_location)
 
 
 def _few(names: list[str], n: int = 5) -> str:
@@ -269,5 +286,5 @@ def file_digest(path: PathLike) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-__all__ = ["CheckpointError", "file_digest", "load_checkpoint", "rng_states",
-           "save_checkpoint", "set_rng_states"]
+__all__ = ["CheckpointError", "file_digest", "load_checkpoint", "read_checkpoint",
+           "rng_states", "save_checkpoint", "set_rng_states"]

@@ -8,12 +8,14 @@ keys and frame counts as ``.npz``), and a small ``index.json`` naming the parts 
 so a stopped update leaves the previous index intact.
 
 Search is exact: the queries are multiplied with the corpus a block of frames at a time (torch
-matmul, so memory stays bounded by the block whatever the corpus size) and distances are
-``1 - cosine`` after removing the index's mean vector (kept as per-part sums). It was chosen
-over faiss by measurement (``benchmarks/results/mining.md``): on one CPU core it matches
-faiss's exact flat index (0.96x to 1.06x of its time, same neighbours), within 1.4x on two,
-needs no extra package, gives the per-clip minimum the ranking uses, and never holds the whole
-corpus in memory.
+matmul on the memory-mapped rows, so memory stays bounded by the block whatever the corpus
+size) and distances are ``1 - cosine`` after removing the index's mean vector (kept as per-part
+sums). The mean is folded into the product and each part stores its vectors' squared norms, so
+a block is read once (:class:`_Probe`). It was chosen by measurement
+(``benchmarks/results/mining.md``, one thread on every side): it returns the same neighbours as
+the simplest NumPy search (matmul + argpartition over the whole corpus) and faiss's exact flat
+index, at least as fast as either at 128-d and 1000-d, needs no extra package, gives the
+per-clip minimum the ranking uses, and never holds the whole corpus in memory.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class _Part:
     counts: np.ndarray
     vectors: np.ndarray
     total: np.ndarray
+    sqnorms: np.ndarray
 
 
 class FrameIndex:
@@ -162,11 +165,16 @@ class FrameIndex:
         with np.load(self.folder / f"{name}.npz") as meta:
             keys, counts = meta["keys"].astype(str), meta["counts"].astype(np.int64)
             total = meta["total"].astype(np.float64)
-        vectors = np.load(self.folder / f"{name}.npy", mmap_mode="r")
+            sqnorms = meta["sqnorms"] if "sqnorms" in meta.files else None
+        # copy-on-write: torch reads the rows in place (a read-only map would need a copy);
+        # nothing ever writes to them
+        vectors = np.load(self.folder / f"{name}.npy", mmap_mode="c")
         if len(vectors) != int(counts.sum()):
             raise CacheError(f"embedding part {name!r} in {str(self.folder)!r} has "
                              f"{len(vectors)} vectors for {int(counts.sum())} frames")
-        return _Part(name, keys, counts, vectors, total)
+        if sqnorms is None:  # a part written before the norms were stored with it
+            sqnorms = _sqnorms(vectors)
+        return _Part(name, keys, counts, vectors, total, sqnorms.astype(np.float32))
 
     def _refresh(self) -> None:
         self.keys: list[str] = [str(k) for p in self._parts for k in p.keys]
@@ -278,7 +286,8 @@ class FrameIndex:
         with atomic_write(self.folder / f"{name}.npy") as fh:
             np.save(fh, matrix)
         with atomic_write(self.folder / f"{name}.npz") as fh:
-            np.savez(fh, keys=keys, counts=counts, total=matrix.sum(axis=0, dtype=np.float64))
+            np.savez(fh, keys=keys, counts=counts, total=matrix.sum(axis=0, dtype=np.float64),
+                     sqnorms=_sqnorms(matrix))
         names = [p.name for p in self._parts] + [name]
         with atomic_write(self.folder / INDEX_NAME, "w", encoding="utf-8") as fh:
             json.dump({"parts": names, "dim": int(matrix.shape[1])}, fh)
@@ -288,18 +297,22 @@ class FrameIndex:
 
     def blocks(self, block: int = BLOCK_FRAMES) -> Sequence[tuple[int, np.ndarray]]:
         """``(first frame, vectors)`` blocks of at most ``block`` frames, over every part."""
+        return [(first, v) for first, v, _ in self._blocks(block)]
+
+    def _blocks(self, block: int) -> list[tuple[int, np.ndarray, np.ndarray]]:
         out = []
         for p, start in zip(self._parts, self._part_starts(), strict=True):
             for lo in range(0, len(p.vectors), block):
-                out.append((int(start) + lo, p.vectors[lo:lo + block]))
+                out.append((int(start) + lo, p.vectors[lo:lo + block],
+                            p.sqnorms[lo:lo + block]))
         return out
 
-    def _centred(self, queries: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _probe(self, queries: np.ndarray, device: str) -> _Probe:
         q = _as_queries(queries, self._dim, device)
         mu = torch.from_numpy(self.mean()).to(device)
         if not len(mu):
             mu = q.new_zeros(q.shape[1])
-        return _normalise(q - mu), mu
+        return _Probe(_normalise(q - mu), mu)
 
     @torch.no_grad()
     def clip_distances(self, queries: np.ndarray, *, block: int = BLOCK_FRAMES,
@@ -308,21 +321,22 @@ class FrameIndex:
         ``inf`` for clips without frames. The distance is ``1 - cosine`` after removing the
         mean vector of the index from both sides (embeddings share a large common part,
         e.g. non-negative activations, that would otherwise make every pair look alike)."""
-        q, mu = self._centred(queries, device)
-        out = torch.full((len(q), len(self)), float("inf"), device=device)
+        probe = self._probe(queries, device)
+        best = torch.full((probe.n, len(self)), -float("inf"), device=device)
         owner = torch.from_numpy(self.clip_of_frame()).to(device)
-        for first, vectors in self.blocks(block):
-            d = _distances(q, mu, vectors, device)
-            idx = owner[first:first + d.shape[1]].unsqueeze(0).expand_as(d)
-            out.scatter_reduce_(1, idx, d, reduce="amin")
-        return out.cpu().numpy()
+        for first, vectors, sqnorms in self._blocks(block):
+            sim = probe.similarities(vectors, sqnorms)
+            idx = owner[first:first + sim.shape[1]].unsqueeze(0).expand_as(sim)
+            best.scatter_reduce_(1, idx, sim, reduce="amax")
+        return (1.0 - best).cpu().numpy()  # a clip without frames: 1 - (-inf) = inf
 
     @torch.no_grad()
     def frame_distances(self, queries: np.ndarray, key: str, *,
                         device: str = "cpu") -> np.ndarray:
         """Distances from each query to each frame of one clip, shape (queries, frames)."""
-        q, mu = self._centred(queries, device)
-        return _distances(q, mu, self.frames(key), device).cpu().numpy()
+        probe = self._probe(queries, device)
+        vectors = self.frames(key)
+        return (1.0 - probe.similarities(vectors, _sqnorms(vectors))).cpu().numpy()
 
     @torch.no_grad()
     def search(self, queries: np.ndarray, k: int, *, block: int = BLOCK_FRAMES,
@@ -331,31 +345,51 @@ class FrameIndex:
         shape (queries, k), nearest first (distances as in :meth:`clip_distances`)."""
         if k < 1:
             raise ConfigError(f"k must be >= 1; got {k}")
-        q, mu = self._centred(queries, device)
-        best_d = torch.full((len(q), 0), float("inf"), device=device)
-        best_i = torch.zeros((len(q), 0), dtype=torch.int64, device=device)
-        for first, vectors in self.blocks(block):
-            d = _distances(q, mu, vectors, device)
-            top = min(k, d.shape[1])
-            dd, ii = torch.topk(d, top, dim=1, largest=False)
-            best_d = torch.cat([best_d, dd], dim=1)
+        probe = self._probe(queries, device)
+        best_s = torch.full((probe.n, 0), -float("inf"), device=device)
+        best_i = torch.zeros((probe.n, 0), dtype=torch.int64, device=device)
+        for first, vectors, sqnorms in self._blocks(block):
+            sim = probe.similarities(vectors, sqnorms)
+            ss, ii = torch.topk(sim, min(k, sim.shape[1]), dim=1)
+            best_s = torch.cat([best_s, ss], dim=1)
             best_i = torch.cat([best_i, ii + first], dim=1)
-            if best_d.shape[1] > k:
-                best_d, pick = torch.topk(best_d, k, dim=1, largest=False)
+            if best_s.shape[1] > k:
+                best_s, pick = torch.topk(best_s, k, dim=1)
                 best_i = torch.gather(best_i, 1, pick)
-        order = torch.argsort(best_d, dim=1)
-        return (torch.gather(best_d, 1, order).cpu().numpy(),
+        order = torch.argsort(best_s, dim=1, descending=True)
+        return ((1.0 - torch.gather(best_s, 1, order)).cpu().numpy(),
                 torch.gather(best_i, 1, order).cpu().numpy())
 
 
-def _distances(q: torch.Tensor, mu: torch.Tensor, vectors: np.ndarray,
-               device: str) -> torch.Tensor:
-    """``1 - cos(q, v - mu)`` for centred unit queries ``q`` and a block of stored vectors,
-    without making a centred copy of the block: ``q·(v - mu) / |v - mu|``."""
-    v = torch.from_numpy(np.array(vectors, dtype=np.float32)).to(device)
-    dots = q @ v.T - (q @ mu)[:, None]
-    sq = (v * v).sum(dim=1) - 2.0 * (v @ mu) + mu @ mu
-    return 1.0 - dots / sq.clamp_min(1e-12).sqrt()[None, :]
+def _sqnorms(vectors: np.ndarray) -> np.ndarray:
+    """``|v|^2`` of each row (float32), one pass over the rows."""
+    return np.einsum("ij,ij->i", vectors, vectors, dtype=np.float32)
+
+
+class _Probe:
+    """Centred unit queries ``q`` and the index mean ``mu``, ready to score blocks of stored
+    vectors by ``cos(q, v - mu) = (q·v - q·mu) / |v - mu|`` without centring the block.
+
+    One matrix product per block gives both ``q·v`` and ``mu·v`` (``mu`` rides along as an
+    extra query row, and ``-q·mu`` enters as the product's initial value); with ``|v|^2``
+    stored beside the vectors, ``|v - mu|^2 = |v|^2 - 2 mu·v + |mu|^2`` needs no other pass
+    over the block.
+    """
+
+    def __init__(self, q: torch.Tensor, mu: torch.Tensor) -> None:
+        self.n = len(q)
+        self.rows = torch.cat([q, mu[None]])
+        self.start = torch.cat([-(q @ mu), q.new_zeros(1)])[:, None]
+        self.mu_sq = float(mu @ mu)
+
+    def similarities(self, vectors: np.ndarray, sqnorms: np.ndarray) -> torch.Tensor:
+        """``cos(q, v - mu)`` of every query and row of ``vectors``, shape (queries, rows)."""
+        device = self.rows.device
+        v = torch.from_numpy(np.asarray(vectors, dtype=np.float32)).to(device)
+        prod = torch.addmm(self.start, self.rows, v.T)
+        sq = torch.from_numpy(np.asarray(sqnorms, dtype=np.float32)).to(device)
+        inv = torch.sub(sq, prod[-1], alpha=2.0).add_(self.mu_sq).clamp_min_(1e-12).rsqrt_()
+        return prod[:-1].mul_(inv)
 
 
 def _as_queries(queries: np.ndarray, dim: int | None, device: str) -> torch.Tensor:

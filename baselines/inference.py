@@ -1,7 +1,8 @@
 """Scoring a model on a cached split: clip scores (and frame scores for frame models), in order.
 
 Frame-level models (``fc``, ``resnet50``) score each 960 ms example and the clip score is the
-mean over its examples, through the evaluation harness's aggregation; clip-level models
+mean over its examples, through the evaluation harness's aggregation, or for a model trained
+with a clip pooling (its ``clip_pool``) that pooling of the example logits; clip-level models
 (``cnn14``) score the whole log-mel. Under DDP each rank scores its share and the parts are
 joined by clip id with :func:`~audioset_data.evaluation.gather_scores`.
 """
@@ -27,7 +28,7 @@ from audioset_data.loaders.frontend import PANNS, VGGISH, LogMel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Scores", "autocast", "frontend_for", "model_inputs", "score_loader"]
+__all__ = ["Scores", "autocast", "clip_pool", "frontend_for", "model_inputs", "score_loader"]
 
 
 def frontend_for(model: nn.Module, input_rate: int) -> nn.Module:
@@ -70,11 +71,13 @@ def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextMana
 
 
 def model_inputs(frontend: nn.Module, frame_level: bool, wave: torch.Tensor,
-                 lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 lengths: torch.Tensor, *, shift: bool = False,
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-mel input of a batch: ``(examples, clip_index)`` for frame models, ``(log-mel,
-    None)`` for clip models."""
+    None)`` for clip models. ``shift`` (training, frame models): examples start at a random
+    point of each clip (:meth:`~audioset_data.loaders.frontend.LogMel.examples`)."""
     if frame_level:
-        examples, clip_index = frontend.examples(wave, lengths)
+        examples, clip_index = frontend.examples(wave, lengths, shift=shift)
         return examples, clip_index
     return frontend(wave, lengths), None
 
@@ -86,6 +89,7 @@ def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data
     """Score every batch of ``loader`` (items with ``waveform``, ``length``, ``key``)."""
     was_training = model.training
     model.eval()
+    pool = clip_pool(model)
     ids: list[str] = []
     clip_rows: list[np.ndarray] = []
     f_ids: list[str] = []
@@ -99,6 +103,9 @@ def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data
             with autocast(device, bf16):
                 x, clip_index = model_inputs(frontend, frame_level, wave, lengths)
                 logits = model(x) if len(x) else x.new_zeros((0, _n_out(model)))
+                pooled_logits = (model(x, clip_index)[0]
+                                 if len(x) and clip_index is not None and pool != "frame"
+                                 else None)
             prob = torch.sigmoid(logits.float()).cpu().numpy()
             if clip_index is None:
                 ids.extend(keys)
@@ -114,7 +121,10 @@ def score_loader(model: nn.Module, frontend: nn.Module, loader: torch.utils.data
                 logger.warning("%d clips are shorter than one example and get no score",
                                len(keys) - len(scored))
             if len(ci):
-                _, pooled = frames_to_clips(prob, ci, "mean")
+                if pool == "frame":
+                    _, pooled = frames_to_clips(prob, ci, "mean")
+                else:  # the pooling the model was trained with
+                    pooled = torch.sigmoid(pooled_logits.float()).cpu().numpy()
                 ids.extend(keys[i] for i in scored)
                 clip_rows.append(pooled)
     finally:
@@ -161,6 +171,15 @@ def score_embeddings(model: nn.Module, loader: torch.utils.data.DataLoader,
 def _n_out(model: nn.Module) -> int:
     inner = getattr(model, "module", model)
     return int(getattr(inner, "n_classes", 527))
+
+
+def clip_pool(model: nn.Module) -> str:
+    """How a frame model's example logits make a clip's (its ``clip_pool``; ``"frame"``, the
+    mean example probability, for models without one); looks through DDP and compile."""
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner)
+    inner = getattr(inner, "_orig_mod", inner)
+    return str(getattr(inner, "clip_pool", "frame"))
 
 
 def _gather(ids: list[str], clips: np.ndarray, f_ids: list[str], frames: np.ndarray,

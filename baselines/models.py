@@ -4,11 +4,17 @@
 ``"vggish"`` 96 x 64 patches or ``"panns"`` clip log-mel), its ``input_shape`` (``None`` for a
 free axis) and ``embedding_dim``. Every model has ``forward(x) -> logits`` and
 ``embedding(x) -> (batch, embedding_dim)``.
+
+A frame model's ``clip_pool`` says how its examples make a clip's score (see
+:mod:`~audioset_data.baselines.pooling`): ``"frame"`` (each example trains on its clip's
+labels; a clip scores the mean example probability) or a pooling that the loop trains and
+scores at clip level (multiple-instance learning: a 5-s event in a 10-s clip is not diluted by
+the noise around it); such a model's ``forward(x, clip_index)`` returns the pooled clip logits.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -18,6 +24,7 @@ from audioset_data.errors import ConfigError
 from .cnn14 import Cnn14
 from .embedding import EmbeddingAttention, EmbeddingFC
 from .fc import FullyConnected
+from .pooling import CLIP_POOLS, pool_clips
 from .resnet import ResNet50
 
 MODELS: dict[str, type[nn.Module]] = {
@@ -28,7 +35,10 @@ MODELS: dict[str, type[nn.Module]] = {
     "embedding-attention": EmbeddingAttention,
 }
 
-ClipPool = Literal["mean", "max"]
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+ClipPool = Literal["mean", "max", "lse", "linsoft"]
 
 
 def reads_embeddings(name: str) -> bool:
@@ -51,6 +61,29 @@ def model_defaults(name: str) -> dict[str, Any]:
     ``audioset train --model NAME`` starts from them, and flags given override them."""
     reads_embeddings(name)  # checks the name
     return dict(getattr(MODELS[name], "train_defaults", {}))
+
+
+def model_options(config: TrainConfig) -> dict[str, Any]:
+    """The :func:`build_model` options a training configuration sets for its model (the fc's
+    widths, dropout, clip pooling and input normalisation); training and :func:`predict` build
+    the same model from them."""
+    if config.model != "fc":
+        return {}
+    return {"hidden": config.hidden, "dropout": config.dropout, "pool": config.pool,
+            "input_norm": config.input_norm, "band_mask": config.band_mask}
+
+
+#: Models that train at about one clip a second on a CPU.
+SLOW_ON_CPU = ("cnn14", "resnet50")
+
+
+def cpu_note(name: str, device: str = "auto") -> str | None:
+    """What to tell someone about to train ``name`` on ``device`` without a GPU, when the model
+    is too slow for a CPU (``None`` otherwise): that, and the fast model to use instead."""
+    if name not in SLOW_ON_CPU or device not in ("auto", "cpu") or torch.cuda.is_available():
+        return None
+    return (f"no GPU here: {name} trains at about one clip a second on a CPU (hours for a "
+            f"small split); --model fc trains in minutes on a CPU")
 
 
 def build_model(name: str, n_classes: int = 527, **kwargs: object) -> nn.Module:
@@ -89,10 +122,11 @@ def clip_logits(model: nn.Module, examples: torch.Tensor, clip_index: torch.Tens
         Clip (0 .. n_clips-1) of each patch.
     n_clips : int
         Number of clips; every clip must have at least one patch.
-    pool : {"mean", "max"}
-        ``"max"`` of logits equals the logit of the max probability; ``"mean"`` averages
-        logits (a geometric mean of odds), which is not the mean probability the evaluation
-        harness's ``frames_to_clips`` computes from ``sigmoid`` scores.
+    pool : {"mean", "max", "lse", "linsoft"}
+        See :func:`pool_clips`. ``"max"`` of logits equals the logit of the max probability;
+        ``"mean"`` averages logits (a geometric mean of odds), which is not the mean
+        probability the evaluation harness's ``frames_to_clips`` computes from ``sigmoid``
+        scores.
     batch_size : int, optional
         Patches per forward pass (all at once by default).
 
@@ -100,8 +134,8 @@ def clip_logits(model: nn.Module, examples: torch.Tensor, clip_index: torch.Tens
     -------
     Tensor, shape (n_clips, n_classes)
     """
-    if pool not in ("mean", "max"):
-        raise ConfigError(f"unknown clip pooling {pool!r}; use 'mean' or 'max'")
+    if pool not in CLIP_POOLS:
+        raise ConfigError(f"unknown clip pooling {pool!r}; use one of {CLIP_POOLS}")
     clip_index = torch.as_tensor(clip_index, device=examples.device)
     if clip_index.dim() != 1 or clip_index.shape[0] != examples.shape[0]:
         raise ConfigError(f"clip_index must be 1-D with one entry per example "
@@ -116,11 +150,8 @@ def clip_logits(model: nn.Module, examples: torch.Tensor, clip_index: torch.Tens
                           f"{empty[:5].tolist()}; every clip needs at least one patch")
     step = batch_size or max(1, examples.shape[0])
     logits = torch.cat([model(examples[i:i + step]) for i in range(0, examples.shape[0], step)])
-    index = clip_index.long().unsqueeze(1).expand_as(logits)
-    out = logits.new_zeros(n_clips, logits.shape[1])
-    return out.scatter_reduce(0, index, logits, reduce="mean" if pool == "mean" else "amax",
-                              include_self=False)
+    return pool_clips(logits, clip_index, pool)[0]
 
 
 __all__ = ["MODELS", "ClipPool", "Cnn14", "FullyConnected", "ResNet50", "build_model",
-           "clip_logits"]
+           "clip_logits", "model_options"]

@@ -425,6 +425,9 @@ def refine_split(checkpoint: PathLike, split: PathLike, *, root: PathLike | None
     ConfigError
         A clip-level model (``cnn14``), a model with another number of labels than the cache,
         a threshold outside (0, 1] or an unknown mode.
+    CheckpointError
+        The checkpoint is empty, truncated, holds a pickle payload or is not a training
+        checkpoint (the message names the file).
     """
     threshold = check_threshold(threshold)
     if mode not in MODES:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +44,20 @@ from audioset_data.loaders import (
     collate_embeddings,
 )
 from audioset_data.loaders.embeddings import dequantize
+from audioset_data.loaders.losses import prior_balanced_bce
 from audioset_data.segments.labels import LabelIndex
 
 from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
 from .config import TrainConfig
-from .inference import autocast, frontend_for, model_inputs, score_embeddings, score_loader
-from .models import build_model, model_defaults, reads_embeddings
+from .inference import (
+    autocast,
+    clip_pool,
+    frontend_for,
+    model_inputs,
+    score_embeddings,
+    score_loader,
+)
+from .models import build_model, model_defaults, model_options, reads_embeddings
 from .refine import RefinedTargets
 
 logger = logging.getLogger(__name__)
@@ -154,6 +163,31 @@ def use_deterministic(on: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+class _TrackedBCE(PriorBalancedBCE):
+    """The training loss, which also keeps (detached, as ``last_present``) its value over the
+    classes present in the training split: the mean over all 527 outputs is dominated by
+    classes a small split never has, and reads 0.004 long before the model has learnt."""
+
+    present: torch.Tensor
+    last_present: torch.Tensor | None = None
+
+    @classmethod
+    def from_priors(cls, priors: Any, beta: float = 1.0, **kwargs: Any) -> _TrackedBCE:
+        loss = super().from_priors(priors, beta, **kwargs)
+        loss.register_buffer("present", torch.as_tensor(np.asarray(priors) > 0),
+                             persistent=False)
+        return loss
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            cols = self.present
+            keep = None if mask is None else torch.broadcast_to(mask, logits.shape)[..., cols]
+            self.last_present = prior_balanced_bce(logits[..., cols], targets[..., cols],
+                                                   self.pos_weight[cols], mask=keep)
+        return super().forward(logits, targets, mask)
+
+
 class Trainer:
     """The state of one run; :meth:`fit` trains it. Most users call :func:`train`."""
 
@@ -216,7 +250,7 @@ class Trainer:
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if config.compile:
             self.net = torch.compile(self.net)
-        self.criterion = PriorBalancedBCE.from_priors(
+        self.criterion = _TrackedBCE.from_priors(
             np.maximum(self.priors, 0.0) if counts.any() else np.ones(n_classes),
             beta=config.beta).to(self.device)
         self.mixup = Mixup(config.mixup, mode="permute", seed=mix_seed) \
@@ -227,7 +261,7 @@ class Trainer:
         # an epoch shorter than one batch still trains: one smaller batch per epoch
         self.drop_last = len(self.sampler) >= config.batch_size
         self.batches_per_epoch = max(1, len(self.sampler) // config.batch_size)
-        self.total_steps = max(1, int(math.ceil(config.epochs * self.batches_per_epoch)))
+        self.total_steps = config.total_steps(self.batches_per_epoch)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                            weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -241,7 +275,7 @@ class Trainer:
 
     # -- construction helpers -------------------------------------------------------------
     def _model_options(self) -> dict[str, Any]:
-        return {"hidden": self.config.hidden} if self.config.model == "fc" else {}
+        return model_options(self.config)
 
     def _refined(self) -> Any:
         """Refined frame targets (``audioset refine``) aligned with the training clips."""
@@ -373,7 +407,8 @@ class Trainer:
             mixed = self.mixup(wave, target, lengths)
             wave, target, lengths = mixed.inputs, mixed.targets, mixed.lengths
         with autocast(self.device, self.bf16):
-            x, clip_index = model_inputs(self.frontend, self.frame_level, wave, lengths)
+            x, clip_index = model_inputs(self.frontend, self.frame_level, wave, lengths,
+                                         shift=self.config.time_shift)
             if self.specaugment is not None:
                 x = self.specaugment(x)
             mask = None
@@ -386,7 +421,12 @@ class Trainer:
                 target = target[clip_index]
             if self.device.type == "cuda" and self.config.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            logits = self.net(x)
+            if clip_index is not None and mask is None and clip_pool(self.model) != "frame":
+                # multiple-instance learning: the clip's pooled logit meets the clip's labels
+                logits, first = self.net(x, clip_index)
+                target = target[first]
+            else:
+                logits = self.net(x)
         return self._optimise(self.criterion(logits.float(), target, mask))
 
     def _optimise(self, loss: torch.Tensor) -> torch.Tensor:
@@ -444,6 +484,7 @@ class Trainer:
                    disable=not self.progress or self.rank != 0)
         loss = float("nan")
         t0, seen = time.perf_counter(), 0
+        every = self.eval_every()
         end = self.total_steps if not c.stop_after else min(self.total_steps,
                                                             self.step + c.stop_after)
         while self.step < end:
@@ -462,13 +503,17 @@ class Trainer:
                 bar.update(1)
                 if self.step % max(1, c.log_every) == 0 or self.step >= end:
                     loss = float(loss_t)
+                    # the loss over the classes the training split has (see _TrackedBCE)
+                    tracked = self.criterion.last_present
+                    present = None if tracked is None else float(tracked)
                     dt = time.perf_counter() - t0
                     self._log({"step": self.step, "epoch": self.epoch, "loss": loss,
+                               "loss_present": present,
                                "lr": self.scheduler.get_last_lr()[0],
                                "clips_per_s": seen * self.world / max(dt, 1e-9)})
-                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.set_postfix(loss=f"{loss:.4f}", present=f"{present or 0.0:.3f}")
                     t0, seen = time.perf_counter(), 0
-                if c.eval_every and self.step % c.eval_every == 0 and self.step < self.total_steps:
+                if every and self.step % every == 0 and self.step < self.total_steps:
                     self._log_eval()
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save()
@@ -489,13 +534,26 @@ class Trainer:
         return TrainResult(self.step, self.epoch, loss, self.evaluation, self.out, path,
                            self.history)
 
+    def eval_every(self) -> int:
+        """Steps between evaluations: ``eval_every``, or with -1 (the default) ten evaluations
+        a run; 0 (or no evaluation split) evaluates at the end only."""
+        c = self.config
+        if self.eval_set is None or c.eval_every == 0:
+            return 0
+        if c.eval_every > 0:
+            return c.eval_every
+        return max(1, math.ceil(self.total_steps / 10))
+
     def _log_eval(self) -> None:
         result = self.evaluate()
         if result is not None:
             m = result.metrics
-            self._log({"step": self.step, "eval": {
+            self._log({"step": self.step, "epoch": self.epoch, "eval": {
                 "mAP": float(m.mean_ap), "mAUC": float(m.mean_auc),
                 "d_prime": float(m.dprime_of_mean_auc)}})
+            if self.progress:
+                tqdm.write(f"step {self.step}: validation mAP {float(m.mean_ap):.3f}",
+                           file=sys.stderr)
             with atomic_write(self.out / "eval.json", "w", encoding="utf-8") as fh:
                 fh.write(result.to_json())
 

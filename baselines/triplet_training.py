@@ -452,5 +452,6 @@ def semi_supervised(train_x: np.ndarray, train_clip: np.ndarray, train_targets: 
     scores = sums[scored] / counts[scored, None]
     mids = mids or [f"label{k}" for k in range(test_t.shape[1])]
     keys = [test_keys[i] for i in scored] if test_keys is not None else None
-    result = evaluate(scores, test_t[scored], clip_ids=keys, label_index=LabelIndex(mids, mids))
+    result = evaluate(y_true=test_t[scored], y_score=scores, clip_ids=keys,
+                      label_index=LabelIndex(mids, mids))
     return {"mAP": float(result.metrics.mean_ap), "labelled": len(rows), "result": result}

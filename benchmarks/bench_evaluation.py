@@ -10,6 +10,10 @@ also gives realistic ties).
   d-prime and EER of every class; the sparse → dense conversion is inside the timing);
 * **scikit-learn**: ``average_precision_score`` + ``roc_auc_score`` per class column, the
   targets already dense (so the conversion is not charged to it).
+* **ours, evaluate()**: :func:`audioset_data.evaluation.evaluate` with its defaults (what
+  ``audioset evaluate`` runs: ``class_metrics`` plus whatever else the harness computes, e.g.
+  the micro AP of all pairs pooled), against the scikit-learn loop plus
+  ``average_precision_score(average="micro")``.
 
 Both run once to warm up, then ``--repeat`` rounds interleaved (ours, sklearn, ours, …); the
 medians are reported with their ratio and the largest absolute difference of AP and AUC. The
@@ -32,11 +36,19 @@ import time
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread against one thread
 
-from audioset_data.evaluation import bootstrap_map, class_metrics, micro_average_precision
-from audioset_data.segments.labels import LabelIndex
-from audioset_data.segments.table import Segments
+import numpy as np  # noqa: E402
+from _common import interleaved, load_average, thread_settings  # noqa: E402
+
+from audioset_data.evaluation import (  # noqa: E402
+    bootstrap_map,
+    class_metrics,
+    evaluate,
+    micro_average_precision,
+)
+from audioset_data.segments.labels import LabelIndex  # noqa: E402
+from audioset_data.segments.table import Segments  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -69,6 +81,13 @@ def sklearn_loop(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ap, auc
 
 
+def sklearn_with_micro(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    sklearn_loop(y, s)
+    return float(average_precision_score(y, s, average="micro"))
+
+
 def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -82,6 +101,7 @@ def main() -> int:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
+    load_before = load_average()
     targets = load_targets()
     scores = model_like_scores(targets)
     y = targets.toarray()
@@ -125,6 +145,12 @@ def main() -> int:
     print(f"scores rounded to 2 decimals: ours median {dt_tied:.3f} s, sklearn median "
           f"{dt_tied_sk:.3f} s ({dt_tied_sk / dt_tied:.1f}x), max |diff| {d_tied:.2e}")
 
+    ev = interleaved({"ours": lambda: evaluate(scores, targets),
+                      "sklearn": lambda: sklearn_with_micro(y, s64)}, args.repeat)
+    t_ev, t_ev_sk = statistics.median(ev["ours"]), statistics.median(ev["sklearn"])
+    print(f"evaluate(): ours median {t_ev:.3f} s, sklearn loop + micro AP median "
+          f"{t_ev_sk:.3f} s ({t_ev_sk / t_ev:.1f}x)")
+
     tracemalloc.start()
     class_metrics(targets, scores)
     peak_mib = tracemalloc.get_traced_memory()[1] / 2**20
@@ -153,9 +179,11 @@ def main() -> int:
             "Command: `python benchmarks/bench_evaluation.py --repeat "
             f"{args.repeat} --resamples {args.resamples} --write`",
             "",
-            f"Machine: {cpu}, {os.cpu_count()} CPUs; Python {sys.version.split()[0]}, "
+            f"Machine: {cpu}, {os.cpu_count()} CPUs (shared); Python {sys.version.split()[0]}, "
             f"NumPy {numpy.__version__}, SciPy {scipy.__version__}, "
-            f"scikit-learn {sklearn.__version__}.",
+            f"scikit-learn {sklearn.__version__}. Threads: one on both sides (all the code "
+            f"timed is single-threaded; {thread_settings()}). Load average (1 min) "
+            f"{load_before:.2f} before, {load_average():.2f} after.",
             "",
             f"Targets: `eval_segments.csv`, {n} clips × {c} classes, {targets.nnz} positives. "
             "Scores: sigmoid of `a_c·y + N(0, 1) − 2` with `a_c` ~ U[0.5, 3] per class, "
@@ -171,12 +199,18 @@ def main() -> int:
             + ", ".join(f"{t:.3f}" for t in tt_ours) + " |",
             f"| scikit-learn, scores rounded to 2 decimals | {dt_tied_sk:.3f} | "
             + ", ".join(f"{t:.3f}" for t in tt_sk) + " |",
+            f"| ours: `evaluate(scores, targets)` (defaults, what `audioset evaluate` runs) | "
+            f"{t_ev:.3f} | " + ", ".join(f"{t:.3f}" for t in ev["ours"]) + " |",
+            "| scikit-learn: the per-class loop + `average_precision_score(average=\"micro\")` | "
+            f"{t_ev_sk:.3f} | " + ", ".join(f"{t:.3f}" for t in ev["sklearn"]) + " |",
             f"| ours: `micro_average_precision` (all pairs pooled) | {dt_micro:.3f} | 1 run |",
             f"| ours: `bootstrap_map`, {args.resamples} resamples | {dt_boot:.2f} | 1 run |",
             "",
-            f"Speed-up over scikit-learn: **{m_sk / m_ours:.1f}×** (warmed up, "
-            f"{args.repeat} interleaved rounds, medians); with heavy ties "
-            f"**{dt_tied_sk / dt_tied:.1f}×**.",
+            f"Speed-up over scikit-learn of `class_metrics` (per-class AP, AUC, d', EER): "
+            f"**{m_sk / m_ours:.1f}×** (warmed up, {args.repeat} interleaved rounds, medians); "
+            f"with heavy ties **{dt_tied_sk / dt_tied:.1f}×**. Of `evaluate()` (the harness, "
+            f"micro AP included) against the loop plus scikit-learn's micro AP: "
+            f"**{t_ev_sk / t_ev:.1f}×**.",
             "",
             f"Largest absolute difference from scikit-learn: AP {d_ap:.1e}, AUC {d_auc:.1e}; "
             f"with scores rounded to 2 decimals {d_tied:.1e}.",

@@ -233,35 +233,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", default=str(HERE / "results" / "interop.md"))
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(*parts: object, **kwargs: object) -> None:
+        print(*parts, **kwargs)
+        lines.append(" ".join(str(x) for x in parts))
+
     os.environ.setdefault("HF_DATASETS_CACHE", str(WORK / "hf-home"))
     import datasets
 
     datasets.disable_progress_bars()
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    say(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
     split = bench_split(args.repeat)
     rare = split.pop("_rare_classes")
-    print(f"\nsplit of the balanced list, 90/10 (medians of {args.repeat} seeds; deviations "
-          f"in clips from 10 % of each class; {rare} classes have under 100 clips)")
-    print("| split | seconds | val clips | max dev, rare | max dev, all | mean dev |")
-    print("|---|---|---|---|---|---|")
+    say(f"\nsplit of the balanced list, 90/10 (medians of {args.repeat} seeds; deviations "
+        f"in clips from 10 % of each class; {rare} classes have under 100 clips)")
+    say("\n| split | seconds | val clips | max dev, rare | max dev, all | mean dev |")
+    say("|---|---|---|---|---|---|")
     for name, r in split.items():
-        print(f"| {name} | {r['seconds']:.3f} | {r['val_clips']} | {r['rare_max']:.1f} | "
-              f"{r['all_max']:.1f} | {r['mean']:.2f} |")
-    print(f"time ours / paper's rule: "
-          f"{split['ours']['seconds'] / split['paper' + chr(39) + 's rule']['seconds']:.2f}")
+        say(f"| {name} | {r['seconds']:.3f} | {r['val_clips']} | {r['rare_max']:.1f} | "
+            f"{r['all_max']:.1f} | {r['mean']:.2f} |")
+    say(f"\ntime ours / paper's rule: "
+        f"{split['ours']['seconds'] / split['paper' + chr(39) + 's rule']['seconds']:.2f}")
     for title, result in (("PANNs import", bench_panns(args.clips, args.repeat)),
                           ("datasets export (WAV)", bench_hf(args.clips, args.repeat))):
-        print(f"\n{title}, {args.clips} clips of 10 s at 32 kHz (medians of {args.repeat})")
-        print("| contender | seconds | clips/s |")
-        print("|---|---|---|")
+        say(f"\n{title}, {args.clips} clips of 10 s at 32 kHz (medians of {args.repeat})")
+        say("\n| contender | seconds | clips/s |")
+        say("|---|---|---|")
         for name, r in result.items():
-            print(f"| {name} | {r['seconds']:.2f} | {r['clips_per_s']:.0f} |")
+            say(f"| {name} | {r['seconds']:.2f} | {r['clips_per_s']:.0f} |")
         names = list(result)
-        print(f"ratio {names[0]} / {names[1]} clips/s: "
-              f"{result[names[0]]['clips_per_s'] / result[names[1]]['clips_per_s']:.2f}")
+        say(f"\nratio {names[0]} / {names[1]} clips/s: "
+            f"{result[names[0]]['clips_per_s'] / result[names[1]]['clips_per_s']:.2f}")
     sys.stdout.flush()
+    command = f"python benchmarks/bench_interop.py --clips {args.clips} --repeat {args.repeat}"
+    title = "# Interop: stratified split, PANNs import, datasets export"
+    Path(args.out).write_text(f"{title}\n\nCommand: `{command}`\n\n" + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -110,19 +110,21 @@ def build_big(n: int, shard: int = 1000) -> Path:
     return folder
 
 
+# peak memory from the child's own VmHWM: its ru_maxrss would start at this parent's peak
 _OPEN_CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, sys.argv[3])
 from audioset_data.cache.reader import AudioSetCache
 from _baseline_reader import BaselineCache
+from _common import peak_rss_mib
 import numpy, pandas, h5py, scipy.sparse
 mode, folder = sys.argv[1], sys.argv[2]
-rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rss0 = peak_rss_mib()
 t0 = time.perf_counter()
 cache = (BaselineCache if mode == "baseline" else AudioSetCache)(folder)
 dt = time.perf_counter() - t0
-rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"s": dt, "mb": (rss1 - rss0) / 1024, "n": len(cache)}))
+rss1 = peak_rss_mib()
+print(json.dumps({"s": dt, "mb": (rss1 - rss0) * 2**20 / 1e6, "n": len(cache)}))
 """
 
 

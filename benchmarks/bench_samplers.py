@@ -1,4 +1,5 @@
-"""Samplers at AudioSet scale: ours against plain Python loops of the same algorithms.
+"""Samplers at AudioSet scale: ours against the simplest NumPy code of the same algorithms
+(the strongest fair baselines) and against plain Python loops.
 
 The label matrix is synthetic but shaped like the full unbalanced training set: 2,041,789
 clips × 527 classes whose column sums are the real per-class clip counts
@@ -6,22 +7,27 @@ clips × 527 classes whose column sums are the real per-class clip counts
 (one label slot per clip first, the remaining slots spread over random clips without repeating a
 (clip, class) pair), seeded.
 
-Measured, each against a named baseline (warmed up, interleaved, medians):
+Measured, each against named baselines (warmed up, interleaved A, B, A, B, ..., medians; one
+thread everywhere: NumPy's BLAS is held to one thread and the code is single-threaded):
 
-* **balanced**: build the sampler and one epoch (2,041,789 draws) against the PANNs loop in
-  plain Python (per-class queues as lists shuffled with ``random``, a shuffled class order per
-  round, a pointer per class, reshuffle when a queue runs out).
-* **weighted, with replacement**: build (label weights) and one epoch against a Python loop
-  over clips for the weights plus ``random.choices`` for the draws; ``numpy``'s
-  ``Generator.choice(p=...)`` on precomputed weights is shown for reference.
-* **weighted, without replacement**: against the weight loop plus Python Efraimidis–Spirakis
-  keys (``random.expovariate(1) / w``) and ``sorted``.
+* **balanced**: build the sampler and one epoch (2,041,789 draws) against (a) the same rounds
+  in about 20 lines of plain NumPy (:func:`numpy_balanced`: per class a queue of independent
+  ``rng.permutation`` passes, per round ``rng.permuted`` class orders, one gather) and (b) the
+  PANNs loop in plain Python (per-class queues as lists shuffled with ``random``, a shuffled
+  class order per round, a pointer per class, reshuffle when a queue runs out).
+* **weighted, with replacement**: build (label weights) and one epoch against (a) label weights
+  by one sparse product + ``np.cumsum`` + ``np.searchsorted`` of uniform draws (inverse-CDF
+  sampling, the usual NumPy way), (b) ``Generator.choice(p=...)`` on the same weights, (c) a
+  Python loop over clips for the weights plus ``random.choices``.
+* **weighted, without replacement**: against (a) NumPy Efraimidis–Spirakis keys
+  (``exponential / w``, ``argsort``) and (b) the Python weight loop plus Python keys and
+  ``sorted``.
 * **resume**: restoring a state at mid-epoch and producing the rest, against producing the
   whole epoch, for each of our samplers.
 
 Usage::
 
-    python benchmarks/bench_samplers.py [--repeat 3] [--baseline-fraction 1.0]
+    python benchmarks/bench_samplers.py [--repeat 5] [--baseline-fraction 1.0] [--clips N]
 """
 
 from __future__ import annotations
@@ -31,16 +37,18 @@ import csv
 import os
 import platform
 import random
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from scipy import sparse
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # one thread against one thread
 
-from audioset_data.loaders.samplers import (
+import numpy as np  # noqa: E402
+from _common import interleaved as interleaved_times  # noqa: E402
+from _common import load_average, medians, thread_settings  # noqa: E402
+from scipy import sparse  # noqa: E402
+
+from audioset_data.loaders.samplers import (  # noqa: E402
     BalancedSampler,
     ShuffleSampler,
     WeightedSampler,
@@ -93,6 +101,44 @@ def synthetic_targets(counts: np.ndarray, n: int, seed: int = 0) -> sparse.csr_m
     WORK.mkdir(parents=True, exist_ok=True)
     sparse.save_npz(cached, m)
     return m
+
+
+# --- Baselines: plain NumPy -----------------------------------------------------------------
+
+
+def numpy_balanced(targets: sparse.csr_matrix, num_samples: int, seed: int) -> np.ndarray:
+    """The PANNs balanced rounds in plain NumPy: each class's queue is independent shuffles of
+    its clips laid end to end, each round a shuffled class order, one gather."""
+    rng = np.random.default_rng(seed)
+    csc = targets.tocsc()
+    classes = np.flatnonzero(np.diff(csc.indptr))
+    rounds = -(-num_samples // classes.size)
+    table = np.empty((classes.size, rounds), dtype=np.int64)  # class j's draw in round r
+    for j, c in enumerate(classes):
+        members = csc.indices[csc.indptr[c]: csc.indptr[c + 1]]
+        passes = -(-rounds // members.size)
+        table[j] = np.concatenate([rng.permutation(members) for _ in range(passes)])[:rounds]
+    order = rng.permuted(np.tile(np.arange(classes.size), (rounds, 1)), axis=1)
+    return table[order, np.arange(rounds)[:, None]].ravel()[:num_samples]
+
+
+def numpy_weighted(targets: sparse.csr_matrix, num_samples: int, seed: int) -> np.ndarray:
+    """Label-rule weights by one sparse product, then inverse-CDF draws: ``cumsum`` +
+    ``searchsorted``."""
+    counts = np.bincount(targets.indices, minlength=targets.shape[1])
+    w = targets.astype(np.float64) @ (1000.0 / (counts + 100.0))
+    cdf = np.cumsum(w)
+    u = np.random.default_rng(seed).random(num_samples) * cdf[-1]
+    return np.searchsorted(cdf, u, side="right")
+
+
+def numpy_weighted_noreplace(targets: sparse.csr_matrix, seed: int) -> np.ndarray:
+    """Label-rule weights, then Efraimidis–Spirakis keys ``E / w`` sorted (weight 0 last)."""
+    counts = np.bincount(targets.indices, minlength=targets.shape[1])
+    w = targets.astype(np.float64) @ (1000.0 / (counts + 100.0))
+    with np.errstate(divide="ignore"):
+        keys = np.random.default_rng(seed).standard_exponential(w.size) / w
+    return np.argsort(keys)[: np.count_nonzero(w)]
 
 
 # --- Baselines: plain Python -----------------------------------------------------------------
@@ -154,28 +200,21 @@ def fresh(sampler: object) -> None:
 # --- Timing ---------------------------------------------------------------------------------
 
 
-def interleaved(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+def interleaved(contenders: dict, repeat: int) -> dict[str, float]:
     """Median seconds of each contender, run in turn ``repeat`` times after one warm-up."""
-    times: dict[str, list[float]] = {k: [] for k in contenders}
-    for fn in contenders.values():
-        fn()
-    for _ in range(repeat):
-        for name, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return medians(interleaved_times(contenders, repeat))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", type=int, default=N_CLIPS)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--baseline-fraction", type=float, default=1.0,
                     help="time the Python balanced loop on this fraction of the epoch and "
                          "scale its loop time linearly (its queue setup is timed whole)")
     ap.add_argument("--out", default=str(HERE / "results" / "samplers.md"))
     args = ap.parse_args()
+    load_before = load_average()
 
     n = args.clips
     counts = real_counts()
@@ -197,22 +236,18 @@ def main() -> None:
     # Balanced
     frac = args.baseline_fraction
     partial = max(1, int(n * frac))
-
-    def base_balanced() -> None:
-        python_balanced(queues, partial, seed=0)
-
-    def base_balanced_setup() -> None:
-        python_balanced(queues, 1, seed=0)
-
     built_balanced = BalancedSampler(targets, seed=0)
     res = interleaved({"ours": lambda: BalancedSampler(targets, seed=0).indices(),
-                       "ours epoch": lambda: built_balanced.indices(0),
-                       "baseline": base_balanced,
-                       "baseline setup": base_balanced_setup}, args.repeat)
-    loop = (res["baseline"] - res["baseline setup"]) / frac
+                       "ours epoch": lambda: (fresh(built_balanced), built_balanced.indices(0)),
+                       "numpy": lambda: numpy_balanced(targets, n, seed=0),
+                       "python": lambda: python_balanced(queues, partial, seed=0),
+                       "python setup": lambda: python_balanced(queues, 1, seed=0)}, args.repeat)
+    loop = (res["python"] - res["python setup"]) / frac
     note = "" if frac == 1.0 else f" (loop timed on {frac:.0%} of the epoch, scaled)"
+    rows.append(("balanced: build + epoch", "the same rounds in ~20 lines of NumPy "
+                 "(`numpy_balanced`)", res["numpy"], res["ours"]))
     rows.append(("balanced: build + epoch", "Python PANNs loop, queues built and shuffled"
-                 + note, res["baseline setup"] + loop, res["ours"]))
+                 + note, res["python setup"] + loop, res["ours"]))
     rows.append(("balanced: epoch of a built sampler", "Python PANNs loop, queues ready"
                  + note, loop, res["ours epoch"]))
 
@@ -220,23 +255,27 @@ def main() -> None:
     w = label_weights(targets)
     res = interleaved({
         "ours": lambda: WeightedSampler(targets, seed=0).indices(),
-        "baseline": lambda: python_weighted(labels, 527, n, seed=0),
+        "cumsum": lambda: numpy_weighted(targets, n, seed=0),
         "numpy choice": lambda: np.random.default_rng(0).choice(n, size=n, p=w / w.sum()),
+        "python": lambda: python_weighted(labels, 527, n, seed=0),
     }, args.repeat)
+    rows.append(("weighted, replacement: build + epoch", "label weights (sparse product) + "
+                 "`np.cumsum` + `np.searchsorted`", res["cumsum"], res["ours"]))
+    rows.append(("weighted, replacement: build + epoch", "`Generator.choice(p=w)`, weights "
+                 "given (not timed)", res["numpy choice"], res["ours"]))
     rows.append(("weighted, replacement: build + epoch",
-                 "Python weight loop + random.choices", res["baseline"], res["ours"]))
-    rows.append(("weighted, replacement: draws only",
-                 "numpy Generator.choice(p=w) on given weights", res["numpy choice"],
-                 res["ours"]))
+                 "Python weight loop + `random.choices`", res["python"], res["ours"]))
 
     # Weighted, without replacement
     res = interleaved({
         "ours": lambda: WeightedSampler(targets, replacement=False, seed=0).indices(),
-        "baseline": lambda: python_weighted_noreplace(labels, 527, seed=0),
+        "numpy": lambda: numpy_weighted_noreplace(targets, seed=0),
+        "python": lambda: python_weighted_noreplace(labels, 527, seed=0),
     }, args.repeat)
+    rows.append(("weighted, no replacement: build + epoch", "label weights + NumPy E-S keys "
+                 "+ `argsort`", res["numpy"], res["ours"]))
     rows.append(("weighted, no replacement: build + epoch",
-                 "Python weight loop + E-S keys + sorted", res["baseline"],
-                 res["ours"]))
+                 "Python weight loop + E-S keys + `sorted`", res["python"], res["ours"]))
 
     # Resume at mid-epoch vs the whole epoch (samplers already built)
     resume_rows = []
@@ -258,36 +297,44 @@ def main() -> None:
         res = interleaved({"whole": whole, "resume": resume}, args.repeat)
         resume_rows.append((name, res["whole"], res["resume"]))
 
+    cmd = (f"python benchmarks/bench_samplers.py --clips {n} --repeat {args.repeat} "
+           f"--baseline-fraction {frac}")
     lines = [
         "# Samplers at AudioSet scale",
         "",
-        f"Command: `python benchmarks/bench_samplers.py --repeat {args.repeat} "
-        f"--baseline-fraction {frac}` on {platform.machine()}, {os.cpu_count()} cores (shared), "
-        f"no GPU, Python {platform.python_version()}, numpy {np.__version__}; medians of "
-        f"{args.repeat} interleaved runs after a warm-up.",
+        f"Command: `{cmd}` on {platform.machine()}, {os.cpu_count()} cores (shared), no GPU, "
+        f"Python {platform.python_version()}, numpy {np.__version__}; medians of "
+        f"{args.repeat} interleaved runs (A, B, A, B, ...) after a warm-up. Threads: one on "
+        f"every side ({thread_settings()}; all the code timed is single-threaded). "
+        f"Load average (1 min) {load_before:.2f} before, {load_average():.2f} after.",
         "",
         f"Label matrix: {n:,} clips × 527 classes, {targets.nnz:,} labels, column sums = the "
-        "real PANNs training class counts, every clip labelled (synthetic rows, seed 0).",
+        "real PANNs training class counts (scaled when `--clips` is smaller), every clip "
+        "labelled (synthetic rows, seed 0).",
         "",
         "| task | baseline | baseline s | ours s | baseline / ours |",
         "|---|---|---|---|---|",
     ]
     for task, bname, bs, os_ in rows:
-        lines.append(f"| {task} | {bname} | {bs:.3f} | {os_:.3f} | {bs / os_:.1f}x |")
+        lines.append(f"| {task} | {bname} | {bs:.3f} | {os_:.3f} | {bs / os_:.2f}x |")
     lines += [
         "",
-        "What each side does. Balanced: ours builds the sampler from the CSR matrix (one CSC "
-        "conversion) and produces the 2,041,789 positions; the baseline copies the 527 class "
-        "queues as lists, shuffles them and runs the round loop (the epoch-only row leaves "
-        "out its copy and first shuffle and our build). Ours draws a class with more clips "
-        "than the epoch has rounds (111 classes here, Speech among them) as an ordered sample "
-        "of as many clips as rounds instead of shuffling all of them, which is where part of "
-        "the gain comes from. Weighted with replacement: ours computes the label weights and "
-        "draws class-then-clip (exact for label-rule weights, O(1) per draw); the baseline "
-        "loops over clips for the weights and calls `random.choices`; numpy's `choice(p=)` "
-        "is timed on weights already computed. Without replacement: Efraimidis–Spirakis keys "
-        "(`E / w`, `E` exponential) sorted, vectorised against a Python list of keys and "
-        "`list.sort`.",
+        "The first row of each sampler is its strongest fair baseline: the simplest NumPy code "
+        "a user would write for the same algorithm, from the same CSR label matrix.",
+        "",
+        "What each side does. Balanced: ours builds the sampler from the CSR matrix (label "
+        "checks, one CSC conversion, the per-class queues) and produces the positions with "
+        "`balanced_epoch` (the same rounds as `numpy_balanced`, except that a class with at "
+        "least as many clips as the epoch has rounds draws an ordered sample of that many "
+        "clips with `Generator.choice` instead of shuffling all of them, and queue passes are "
+        "shuffled by one `Generator.permuted`); the Python baseline copies the 527 class queues "
+        "as lists, shuffles them and runs the round loop (its epoch-only row leaves out its "
+        "copy and first shuffle, and ours reuses a built sampler). Weighted with replacement: "
+        "ours computes the label weights and draws class-then-clip (exact for label-rule "
+        "weights, O(1) per draw); the NumPy baseline computes the same weights and draws by "
+        "inverse CDF (`cumsum` + `searchsorted`); `choice(p=)` is timed on weights already "
+        "computed. Without replacement: Efraimidis–Spirakis keys (`E / w`, `E` exponential), "
+        "ours with `argpartition` of the k smallest then a sort of those.",
         "",
         "## Resume at mid-epoch (state loaded, rest of the epoch produced) vs the whole epoch",
         "",
@@ -298,10 +345,9 @@ def main() -> None:
         lines.append(f"| {name} | {whole:.3f} | {resume_s:.3f} | {whole / resume_s:.1f}x |")
     lines += [
         "",
-        "A resume regenerates the per-class queues (balanced), the permutation (shuffle) or "
-        "the keys (without replacement) whole, and only the round orders or draw blocks from "
-        "the resume point on, so it costs about as much as the epoch: cheap either way, and "
-        "never a replay of the consumed part in Python.",
+        "A resume rebuilds the epoch's permutation (shuffle), balanced epoch or keys (without "
+        "replacement) whole and slices it, and only the draw blocks from the resume point on "
+        "for weighted draws with replacement: never a replay of the consumed part in Python.",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)

@@ -39,10 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from baselines.embedding import EmbeddingAttention, EmbeddingFC  # noqa: E402
 
-try:  # the split helper may move from ``stratify`` to ``segments``
-    from audioset_data.stratify import stratified_split
-except ImportError:  # pragma: no cover
-    from audioset_data.segments import stratified_split  # type: ignore[no-redef]
+try:  # the split helper moved from ``audioset_data.stratify`` to ``segments.stratify``
+    from audioset_data.segments.stratify import stratified_split
+except ImportError:  # pragma: no cover - older checkouts
+    from audioset_data.stratify import stratified_split  # type: ignore[no-redef]
 
 DEFAULT_TAR = Path("/work/shared/data/embeddings/audioset_v1_embeddings_bal_train.tar.gz")
 N_CLASSES = 527
@@ -235,7 +235,7 @@ def scores(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.mean(ap)), float(np.mean(auc))
 
 
-# name -> (list of (model factory, train kwargs)); several entries = an ensemble
+# name -> list of (model factory, train kwargs); several entries = an ensemble (mean of probs)
 RECIPES: dict[str, list[tuple[Callable[[], nn.Module], dict]]] = {
     "anchor: linear on mean+max": [
         (lambda: PooledMLP(), dict(lr=1e-3, epochs=30))],
@@ -243,15 +243,25 @@ RECIPES: dict[str, list[tuple[Callable[[], nn.Module], dict]]] = {
         (lambda: PooledMLP((1024,), 0.5), dict(lr=1e-3, epochs=10))],
     "anchor: dec-att 3x512 BN, 20 ep, const lr": [
         (lambda: EmbeddingAttention(pooling="decision"), dict(lr=1e-3, epochs=20))],
-    "EmbeddingFC (defaults)": [
-        (lambda: EmbeddingFC(), dict(lr=1e-3, epochs=10))],
-    "recipe: EmbeddingAttention (defaults)": [
-        (lambda: EmbeddingAttention(), dict(lr=2e-3, epochs=25, schedule="cosine",
+    "pooled MLP 2x1024 d0.5, 30 ep cosine": [
+        (lambda: PooledMLP((1024, 1024), 0.5), dict(lr=2e-3, epochs=30, schedule="cosine",
+                                                    warmup=0.05))],
+    "recipe: EmbeddingAttention, 20 ep cosine": [
+        (lambda: EmbeddingAttention(), dict(lr=1e-3, epochs=20, schedule="cosine",
                                             warmup=0.05))],
+    "EmbeddingFC (defaults), 10 ep": [
+        (lambda: EmbeddingFC(), dict(lr=1e-3, epochs=10))],
+}
+# ensembles of recipes already trained above: mean of their probabilities, summed seconds
+ENSEMBLES: dict[str, list[str]] = {
+    "ensemble: att cosine + pooled MLP 2x1024": [
+        "recipe: EmbeddingAttention, 20 ep cosine", "pooled MLP 2x1024 d0.5, 30 ep cosine"],
+    "ensemble: att const + att cosine": [
+        "anchor: dec-att 3x512 BN, 20 ep, const lr", "recipe: EmbeddingAttention, 20 ep cosine"],
 }
 GROUPS = {"anchors": [k for k in RECIPES if k.startswith("anchor")],
-          "recipe": ["recipe: EmbeddingAttention (defaults)"],
-          "fc": ["EmbeddingFC (defaults)"]}
+          "recipe": ["recipe: EmbeddingAttention, 20 ep cosine"],
+          "fc": ["EmbeddingFC (defaults), 10 ep"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -277,15 +287,25 @@ def main(argv: list[str] | None = None) -> None:
     if args.only:
         names = [n for g in args.only for n in GROUPS.get(g, [g])]
     rows: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    ensembles = {e: parts for e, parts in ENSEMBLES.items() if set(parts) <= set(names)}
+    rows.update({e: [] for e in ensembles})
     for split_seed in args.splits:
         tr, va = stratified_split(y, (0.8, 0.2), seed=split_seed)
         xtr, mtr, ytr = x_all[tr], m_all[tr], torch.from_numpy(y[tr].astype(np.float32))
+        preds: dict[str, tuple[np.ndarray, float]] = {}
         for name in names:
-            t1 = time.time()
+            t1, c1 = time.time(), time.process_time()
             models = [train(make, xtr, mtr, ytr, seed=i, **kw)
                       for i, (make, kw) in enumerate(RECIPES[name])]
             secs = time.time() - t1
-            m_ap, auc = scores(predict(models, x_all[va], m_all[va]), y[va])
+            preds[name] = (predict(models, x_all[va], m_all[va]), secs)
+            print(f"  trained {name}: {secs:.1f}s wall, {time.process_time() - c1:.1f}s CPU "
+                  f"(all threads)", flush=True)
+        for e, parts in ensembles.items():
+            preds[e] = (np.mean([preds[p][0] for p in parts], axis=0),
+                        sum(preds[p][1] for p in parts))
+        for name, (p, secs) in preds.items():
+            m_ap, auc = scores(p, y[va])
             rows[name].append((m_ap, auc, secs))
             print(f"split {split_seed}  {name:45s} mAP {m_ap:.4f}  AUC {auc:.4f}  "
                   f"{secs:6.1f}s", flush=True)

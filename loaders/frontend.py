@@ -21,6 +21,15 @@ a mel filter bank computed in NumPy and held as a buffer, and the log. Two prese
 
 Integer (int16) audio is scaled by 1/32768 to [-1, 1). Frames are counted as in VGGish:
 ``1 + (n - win_length) // hop_length`` without centre padding, ``1 + n // hop_length`` with it.
+
+Threads: on CPU the module runs on torch's intra-op threads. Where other processes share the
+cores, give each process one thread (``torch.set_num_threads(1)``; DataLoader workers already
+run with one) or start the process with ``OMP_WAIT_POLICY=PASSIVE`` in its environment. With
+libgomp's default policy idle threads spin after each parallel region: on two cores busy with
+other jobs, two threads were measured at 0.12-0.22x librosa's clips/s where one thread reached
+1.3-1.9x (``benchmarks/bench_frontend.py`` compares both sides at equal thread counts). The
+policy is read once, when torch loads, so the package cannot set it for a process that has
+already imported torch.
 """
 
 from __future__ import annotations
@@ -322,13 +331,17 @@ class LogMel(nn.Module):
         return out
 
     def examples(self, wave: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+                 *, shift: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Non-overlapping examples of ``config.example_frames`` frames, and their clip index.
 
         Returns ``(examples, clip_index)``: ``(n_examples, example_frames, n_mels)`` and
         ``(n_examples,)`` int64, clip by clip in order. A clip gives only the examples lying
         wholly within its true length (``lengths``, in input samples; the padded length if
         omitted): with VGGISH a 10-s clip gives 10, a 4.5-s clip padded to 10 s gives 4.
+
+        ``shift=True`` (time-shift augmentation for training) first rolls each clip's real
+        frames circularly by an offset drawn from torch's global generator, so the examples
+        start anywhere in the clip instead of at multiples of 0.96 s.
         """
         logmel = self.forward(wave, lengths)
         batch, n_frames, n_mels = logmel.shape
@@ -337,6 +350,8 @@ class LogMel(nn.Module):
             counts = torch.full((batch,), n_frames, dtype=torch.int64)
         else:
             counts = self.frame_counts(lengths, torch.as_tensor(wave).shape[-1])
+        if shift and batch and n_frames:
+            logmel = _roll_frames(logmel, counts)
         per_clip = (counts // size).to(logmel.device)
         most = n_frames // size
         blocks = logmel[:, : most * size].reshape(batch, most, size, n_mels)
@@ -348,6 +363,18 @@ class LogMel(nn.Module):
         """Span of one example in seconds (0.975 s of audio for VGGish: 96 hops + a window)."""
         cfg = self.config
         return ((cfg.example_frames - 1) * cfg.hop_length + cfg.win_length) / cfg.sample_rate
+
+
+def _roll_frames(logmel: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Each clip's first ``counts[i]`` frames rolled by a random offset in ``[0, counts[i])``
+    (torch's global CPU generator); the frames past the count stay where they are."""
+    batch, n_frames, _ = logmel.shape
+    counts = counts.clamp(1, n_frames)
+    offsets = (torch.rand(batch, dtype=torch.float64) * counts).long()
+    t = torch.arange(n_frames)[None, :]
+    index = torch.where(t < counts[:, None], (t + offsets[:, None]) % counts[:, None], t)
+    index = index.to(logmel.device)[:, :, None].expand_as(logmel)
+    return torch.gather(logmel, 1, index)
 
 
 def frame_of_time(config: FrontEndConfig, seconds: float) -> int:

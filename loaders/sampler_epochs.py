@@ -1,16 +1,14 @@
 """Vectorised epoch builders behind :mod:`audioset_data.loaders.samplers` (NumPy only).
 
-Every builder returns the items of a contiguous range ``[lo, hi)`` of one epoch's sequence, and
-the item at a position is a pure function of (seed, epoch, position) and the sampler's fixed
-configuration. So ranks of a distributed job agree on the global sequence without talking to
+Every epoch's sequence is a pure function of (seed, epoch) and the sampler's fixed
+configuration, so ranks of a distributed job agree on the global sequence without talking to
 each other, and a sampler resumes mid-epoch with vectorised work and no replay in Python.
 
-Randomness is counter-based: each independent piece (the class order of a block of rounds, the
-queue of one class for the epoch, a block of weighted draws) gets its own generator seeded from
-``(seed, epoch, tag, ...)``, so no piece depends on how much of the epoch was drawn before. What
-a resume regenerates: the round orders and weighted-draw blocks from the resume point on, but
-the whole per-class queues of the balanced sampler, the shuffle's permutation and the
-without-replacement keys (each one vectorised pass over the clips).
+Randomness is counter-based: each independent piece (a shuffle, a balanced epoch, a block of
+weighted draws) gets its own generator seeded from ``(seed, epoch, tag, ...)``. The shuffle,
+the balanced epoch and the without-replacement order are built whole (one vectorised pass,
+kept by the sampler for its epoch) and a resume slices them; weighted draws with replacement
+come in blocks, so a resume makes only the blocks from the resume point on.
 """
 
 from __future__ import annotations
@@ -24,13 +22,10 @@ from scipy import sparse
 from audioset_data.errors import ConfigError
 
 _TAG_PERMUTATION = 1
-_TAG_ROUND_ORDER = 2
-_TAG_CLASS_QUEUE = 3
+_TAG_BALANCED = 2
 _TAG_WEIGHTED_DRAWS = 4
 _TAG_WEIGHTED_KEYS = 5
 
-ROUND_BLOCK = 64
-"""Rounds whose class orders share one generator (a fixed size keeps positions pure)."""
 DRAW_BLOCK = 1 << 16
 """Weighted draws with replacement per generator."""
 
@@ -38,24 +33,6 @@ DRAW_BLOCK = 1 << 16
 def rng_for(*words: int) -> np.random.Generator:
     """A generator determined only by ``words`` (seed, epoch, a tag and counters)."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(list(words))))
-
-
-def random_permutations(rng: np.random.Generator, rows: int, width: int) -> np.ndarray:
-    """``rows`` independent uniform permutations of ``0..width-1`` as an ``int64`` array.
-
-    Each row sorts 64-bit random keys whose low bits are replaced by the index: sorting plain
-    integers is faster than an argsort, and the at least 40 random bits left make a tie (which
-    the index would break) vanishingly rare, as with uniform float keys.
-    """
-    bits = max(1, int(width - 1).bit_length())
-    if bits > 24:
-        return np.argsort(rng.random((rows, width)), axis=1)
-    keys = rng.bit_generator.random_raw((rows, width))
-    keys &= ~np.uint64((1 << bits) - 1)
-    keys |= np.arange(width, dtype=np.uint64)
-    keys.sort(axis=1)
-    keys &= np.uint64((1 << bits) - 1)
-    return keys.astype(np.int64)
 
 
 def as_label_matrix(targets: object, name: str = "targets") -> Any:
@@ -93,89 +70,43 @@ def shuffled_positions(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarr
     return rng_for(seed, epoch, _TAG_PERMUTATION).permutation(n).astype(np.int64, copy=False)
 
 
-class BalancedPlan:
-    """The PANNs balanced sampling algorithm as a pure function of the position.
+def class_queues(targets: Any) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """The columns of a label matrix that have a clip, each one's clips (ascending), and the
+    clip count of every column."""
+    csc = targets.tocsc()  # a column's rows come out ascending whatever the CSR order
+    counts = np.diff(csc.indptr).astype(np.int64)
+    classes = np.flatnonzero(counts)
+    if classes.size == 0:
+        raise ConfigError("targets has no labels: balanced sampling needs at least one "
+                          "class with a clip")
+    queues = [csc.indices[csc.indptr[c]: csc.indptr[c + 1]] for c in classes.tolist()]
+    return classes, queues, counts
 
-    The sequence is made of rounds: every round visits each non-empty class once, in an order
-    shuffled per round. Each class keeps a queue of its clips; its ``j``-th draw of the epoch
-    (made in round ``j``) is entry ``j mod n_c`` of the queue's pass ``j div n_c``, each pass
-    an independent shuffle. So within a pass a class never repeats a clip, and the clip at any
-    position is found from that position's round order and the class's queue for the epoch
-    (one generator per class; every pass shuffled at once by one vectorised sort).
 
-    A class with more clips than the epoch has rounds never finishes its first pass; for it
-    only the first ``rounds`` entries of a uniformly shuffled queue are drawn (an ordered sample
-    without replacement, which has the same distribution as a prefix of a full shuffle).
+def balanced_epoch(queues: list[np.ndarray], num_samples: int, seed: int,
+                   epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of the PANNs balanced sampler: the clips drawn and the queue each was drawn
+    for (an index into ``queues``).
+
+    The epoch runs in rounds; each round visits every queue once, in an order shuffled per
+    round, and takes the queue's next clip; a queue is reshuffled when it runs out, so a class
+    repeats no clip until it has drawn them all. A queue at least as long as the epoch has
+    rounds never runs out: it draws an ordered sample of ``rounds`` distinct clips, which has
+    the distribution of the start of a full shuffle without shuffling all of it.
     """
-
-    def __init__(self, targets: Any, num_samples: int) -> None:
-        csc = targets.tocsc()  # a column's rows come out ascending whatever the CSR order
-        counts = np.diff(csc.indptr)
-        self.n_clips = int(csc.shape[0])
-        self.classes = np.flatnonzero(counts).astype(np.int64)
-        if self.classes.size == 0:
-            raise ConfigError("targets has no labels: balanced sampling needs at least one "
-                              "class with a clip")
-        self.counts = counts[self.classes].astype(np.int64)
-        self._starts = csc.indptr[self.classes].astype(np.int64)
-        self._members = csc.indices  # int32 for any real label set: half the memory traffic
-        self.class_counts = counts.astype(np.int64)
-        self.num_samples = int(num_samples)
-        self.rounds = -(-self.num_samples // self.classes.size)
-        self._prefix = self.counts > self.rounds  # classes that never finish a pass
-
-    def _round_orders(self, seed: int, epoch: int, r_lo: int, r_hi: int) -> np.ndarray:
-        """Class orders (indices into ``self.classes``) of rounds ``r_lo``..``r_hi - 1``, each
-        a uniformly random permutation."""
-        n_cls = self.classes.size
-        b_lo, b_hi = r_lo // ROUND_BLOCK, (r_hi - 1) // ROUND_BLOCK + 1
-        blocks = [random_permutations(rng_for(seed, epoch, _TAG_ROUND_ORDER, b), ROUND_BLOCK,
-                                      n_cls) for b in range(b_lo, b_hi)]
-        orders = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-        first = r_lo - b_lo * ROUND_BLOCK
-        return orders[first: first + (r_hi - r_lo)]
-
-    def _queue_entries(self, seed: int, epoch: int, j: int) -> np.ndarray:
-        """The clips class ``j`` draws in rounds ``0..rounds - 1`` of the epoch: its queue
-        passes (each a uniform shuffle) laid end to end, or for a
-        class with more clips than rounds an ordered sample of ``rounds`` distinct clips."""
-        n_c = int(self.counts[j])
-        start = int(self._starts[j])
-        members = self._members[start: start + n_c]
-        rng = rng_for(seed, epoch, _TAG_CLASS_QUEUE, int(self.classes[j]))
-        if self._prefix[j]:
-            return members[rng.choice(n_c, size=self.rounds, replace=False)]
-        passes = -(-self.rounds // n_c)
-        return members[random_permutations(rng, passes, n_c).ravel()]
-
-    def draws(self, seed: int, epoch: int, lo: int, hi: int,
-              with_classes: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Clip positions for the sequence positions ``lo``..``hi - 1`` and, if asked, the
-        class (column of ``targets``) each was drawn for."""
-        if hi <= lo:
-            return np.zeros(0, np.int64), (np.zeros(0, np.int64) if with_classes else None)
-        n_cls = self.classes.size
-        r_lo, r_hi = lo // n_cls, (hi - 1) // n_cls + 1
-        orders = self._round_orders(seed, epoch, r_lo, r_hi)
-        cut = slice(lo - r_lo * n_cls, hi - r_lo * n_cls)
-        if r_hi - r_lo > 2:  # a whole round inside the range: every class draws
-            present = np.ones(n_cls, dtype=bool)
-        else:
-            present = np.zeros(n_cls, dtype=bool)
-            present[orders.ravel()[cut]] = True
-        pieces, shift = [], np.zeros(n_cls, np.int64)
-        total = 0
-        for k in np.flatnonzero(present).tolist():
-            clips = self._queue_entries(seed, epoch, k)
-            pieces.append(clips)
-            shift[k] = total
-            total += clips.size
-        flat = np.concatenate(pieces)
-        # the draw of class j in round r sits at flat[shift[j] + r]
-        where = shift[orders]
-        where += np.arange(r_lo, r_hi, dtype=np.int64)[:, None]
-        clips = flat[where.ravel()[cut]]
-        return clips, (self.classes[orders.ravel()[cut]] if with_classes else None)
+    rng = rng_for(seed, epoch, _TAG_BALANCED)
+    rounds = -(-num_samples // len(queues))
+    table = np.empty((len(queues), rounds), dtype=queues[0].dtype)  # queue j's draw in round r
+    for j, members in enumerate(queues):
+        n = members.size
+        if n >= rounds:
+            table[j] = members[rng.choice(n, rounds, replace=False)]
+        else:  # one independent shuffle per pass through the queue
+            passes = rng.permuted(np.tile(np.arange(n), (-(-rounds // n), 1)), axis=1)
+            table[j] = members[passes.ravel()[:rounds]]
+    order = rng.permuted(np.tile(np.arange(len(queues)), (rounds, 1)), axis=1)
+    clips = table[order, np.arange(rounds)[:, None]].ravel()[:num_samples]
+    return clips, order.ravel()[:num_samples]
 
 
 def cumulative_weights(weights: np.ndarray) -> tuple[np.ndarray, int]:

@@ -22,7 +22,7 @@ NumPy only: a ``torch.utils.data.DataLoader`` accepts any iterable with ``__len_
   An iteration left unfinished is continued by the next ``iter()`` (the position is kept);
   ``set_epoch`` with another epoch, or :meth:`load_state_dict`, starts elsewhere.
 
-The heavy lifting (vectorised epoch builders) lives in
+The epoch builders (NumPy) live in
 :mod:`audioset_data.loaders.sampler_epochs`.
 """
 
@@ -38,9 +38,10 @@ import numpy as np
 from audioset_data.errors import ConfigError
 
 from .sampler_epochs import (
-    BalancedPlan,
     LabelMixture,
     as_label_matrix,
+    balanced_epoch,
+    class_queues,
     cumulative_weights,
     shuffled_positions,
     weighted_draws,
@@ -279,8 +280,8 @@ class BalancedSampler(_Sampler):
     The sequence runs in rounds; each round visits every class that has a clip once, in an
     order shuffled per round, and takes the next clip of that class's shuffled queue; a queue
     is reshuffled when it runs out, so a class repeats no clip until it has drawn them all.
-    Classes with no clips are skipped. Built vectorised: the clip at any position is computed
-    from that position alone (see :class:`~audioset_data.loaders.sampler_epochs.BalancedPlan`).
+    Classes with no clips are skipped. The epoch is built whole with NumPy
+    (:func:`~audioset_data.loaders.sampler_epochs.balanced_epoch`) and kept for its epoch.
 
     Parameters
     ----------
@@ -300,23 +301,31 @@ class BalancedSampler(_Sampler):
         super().__init__(seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last)
         m = as_label_matrix(targets)
         base = m.shape[0] if num_samples is None else _check_int("num_samples", num_samples, 1)
-        self._plan = BalancedPlan(m, base)
-        self.n = self._plan.n_clips
+        self._classes, self._queues, counts = class_queues(m)
+        self.n = int(m.shape[0])
         self._setup_length(base)
-        self._fingerprint = zlib.crc32(self._plan.class_counts.tobytes())
-        logger.debug("balanced sampler: %d clips, %d non-empty classes, %d rounds per epoch",
-                     self.n, self._plan.classes.size, self._plan.rounds)
+        self._fingerprint = zlib.crc32(counts.tobytes())
+        self._cache: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+        logger.debug("balanced sampler: %d clips, %d non-empty classes", self.n,
+                     self._classes.size)
 
     @property
     def num_classes(self) -> int:
         """Classes with at least one clip (the ones the sampler visits)."""
-        return int(self._plan.classes.size)
+        return int(self._classes.size)
 
     def _config(self) -> dict[str, Any]:
         return {**super()._config(), "fingerprint": self._fingerprint}
 
+    def _epoch(self) -> tuple[np.ndarray, np.ndarray]:
+        key = (self.seed, self.epoch)
+        if self._cache is None or self._cache[0] != key:
+            clips, slots = balanced_epoch(self._queues, self.num_samples, self.seed, self.epoch)
+            self._cache = (key, clips, slots)
+        return self._cache[1], self._cache[2]
+
     def _generate(self, lo: int, hi: int) -> np.ndarray:
-        return self._plan.draws(self.seed, self.epoch, lo, hi)[0]
+        return self._epoch()[0][lo:hi]
 
     def draws(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Positions ``start``..``stop - 1`` of the epoch's global (unpadded) sequence: the
@@ -325,8 +334,8 @@ class BalancedSampler(_Sampler):
         stop = self.num_samples if stop is None else stop
         if not 0 <= start <= stop <= self.num_samples:
             raise ConfigError(f"draws({start}, {stop}) is outside 0..{self.num_samples}")
-        clips, classes = self._plan.draws(self.seed, self.epoch, start, stop, with_classes=True)
-        return clips.astype(np.int64, copy=False), classes
+        clips, slots = self._epoch()
+        return clips[start:stop].astype(np.int64), self._classes[slots[start:stop]]
 
 
 class WeightedSampler(_Sampler):

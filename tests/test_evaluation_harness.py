@@ -26,7 +26,7 @@ def _data(n=300, c=6, seed=0):
 
 def test_result_records_what_it_was_computed_on():
     y, s, ids = _data()
-    r = evaluate(s, y, clip_ids=ids, n_listed=400)
+    r = evaluate(y_true=y, y_score=s, clip_ids=ids, n_listed=400)
     summary = r.summary()
     assert summary["clips_evaluated"] == 300 and summary["clips_listed"] == 400
     assert summary["clips_sha256"] == id_list_hash(reversed(ids))  # order does not matter
@@ -39,34 +39,34 @@ def test_result_records_what_it_was_computed_on():
 def test_on_restricts_to_another_list_and_reports_the_ids_without_scores():
     y, s, ids = _data()
     other = ids[:100] + ["missing0000_0", "missing0001_0"]
-    r = evaluate(s, y, clip_ids=ids, on=other)
-    direct = evaluate(s[:100], y[:100], clip_ids=ids[:100])
+    r = evaluate(y_true=y, y_score=s, clip_ids=ids, on=other)
+    direct = evaluate(y_true=y[:100], y_score=s[:100], clip_ids=ids[:100])
     assert r.not_evaluated == ["missing0000_0", "missing0001_0"]
     assert r.summary()["clips_sha256"] == direct.summary()["clips_sha256"]
     np.testing.assert_array_equal(r.metrics.ap, direct.metrics.ap)
     with pytest.raises(EvaluationError, match="clip_ids"):
-        evaluate(s, y, on=other)
+        evaluate(y_true=y, y_score=s, on=other)
 
 
 def test_bad_input_gets_a_named_error():
     y, s, ids = _data()
     with pytest.raises(EvaluationError, match="shape"):
-        evaluate(s[:, :5], y)
+        evaluate(y_true=y, y_score=s[:, :5])
     bad = s.copy()
     bad[3, 2] = np.nan
     with pytest.raises(EvaluationError, match="NaN or infinite.*row 3, label column 2"):
-        evaluate(bad, y)
+        evaluate(y_true=y, y_score=bad)
     with pytest.raises(EvaluationError, match="2-D"):
-        evaluate(s[:, 0], y[:, 0])
+        evaluate(y_true=y[:, 0], y_score=s[:, 0])
     with pytest.raises(EvaluationError, match="repeat"):
-        evaluate(s[:2], y[:2], clip_ids=["a_0", "a_0"])
+        evaluate(y_true=y[:2], y_score=s[:2], clip_ids=["a_0", "a_0"])
 
 
 def test_ontology_aware_report_with_branches_and_propagation(label_index, ontology, eval_seg):
     y = eval_seg.label_matrix[:2000].toarray()
     rng = np.random.default_rng(1)
     s = y * 2.0 + rng.normal(0, 1.0, y.shape)
-    r = evaluate(s, y, label_index=label_index, ontology=ontology,
+    r = evaluate(y_true=y, y_score=s, label_index=label_index, ontology=ontology,
                  priors=y.mean(axis=0) + 1e-6)
     frame = r.to_frame()
     assert len(frame) == 527 and frame.loc[frame["name"] == "Dog", "branch"].item() == "Animal"
@@ -80,8 +80,8 @@ def test_ontology_aware_report_with_branches_and_propagation(label_index, ontolo
 def test_report_outputs(tmp_path, label_index, ontology, eval_seg):
     y = eval_seg.label_matrix[:1000].toarray()
     s = y + np.random.default_rng(2).normal(0, 1, y.shape)
-    r = evaluate(s, y, label_index=label_index, ontology=ontology, priors=y.mean(axis=0),
-                 bootstrap=50, seed=3)
+    r = evaluate(y_true=y, y_score=s, label_index=label_index, ontology=ontology,
+                 priors=y.mean(axis=0), bootstrap=50, seed=3)
     data = json.loads(r.to_json(tmp_path / "r.json"))
     assert data["summary"]["labels"] == 527 and len(data["classes"]) == 527
     lo, hi = data["summary"]["mAP_interval"]
@@ -148,7 +148,7 @@ def test_score_files_and_the_cli_align_by_id(tmp_path, data_root, label_index, c
     assert summary["clips_evaluated"] == 38 and summary["clips_listed"] == 40
     assert summary["unscored"] == 2
     assert summary["not_in_labels"] == 1
-    direct = evaluate(scores[:38], np.stack(truth[:38]), clip_ids=keys[:38])
+    direct = evaluate(y_true=np.stack(truth[:38]), y_score=scores[:38], clip_ids=keys[:38])
     assert summary["mAP"] == pytest.approx(direct.metrics.mean_ap)
     assert "| mAP" in capsys.readouterr().out
     assert main(["evaluate", "--scores", str(npz), "--split", "evalmini", "--root",
@@ -239,7 +239,7 @@ def test_cli_frames_reads_frame_scores(tmp_path, shared_data, capsys, monkeypatc
 
 def test_summary_keys_are_short_and_stable_and_the_markdown_keeps_the_words():
     y, s, ids = _data()
-    r = evaluate(s, y, clip_ids=ids, n_listed=400, bootstrap=20, seed=1)
+    r = evaluate(y_true=y, y_score=s, clip_ids=ids, n_listed=400, bootstrap=20, seed=1)
     summary = r.summary()
     assert list(summary)[:10] == ["level", "mAP", "mean_auc", "dprime", "mean_dprime",
                                   "micro_ap", "classes_defined", "classes_undefined", "labels",

@@ -153,9 +153,11 @@ def test_eer_perfect_and_inverted():
     y = np.array([[1], [1], [0], [0]], dtype=bool)
     m = class_metrics(y, np.array([[0.9], [0.8], [0.2], [0.1]]))
     assert m.eer[0] == 0.0 and m.auc[0] == 1.0 and m.ap[0] == 1.0
-    assert m.dprime[0] == np.inf
+    # 2 positives, 2 negatives: the AUC is kept half a pair (1/8) from 1 for the d-prime
+    assert m.dprime[0] == pytest.approx(np.sqrt(2) * ndtri(1 - 1 / 8))
     m = class_metrics(y, np.array([[0.1], [0.2], [0.8], [0.9]]))
     assert m.eer[0] == 1.0 and m.auc[0] == 0.0
+    assert m.dprime[0] == pytest.approx(-np.sqrt(2) * ndtri(1 - 1 / 8))
     # all tied: one DET point (1, 0), AUC 1/2, AP = prior
     m = class_metrics(y, np.full((4, 1), 0.5))
     assert m.auc[0] == 0.5 and m.ap[0] == 0.5 and m.eer[0] == 0.5
@@ -167,6 +169,21 @@ def test_dprime_values():
                                 np.sqrt(2) * 1.2815515655446004])
     assert dprime(1.0) == np.inf
     assert np.isnan(dprime(np.nan))
+
+
+def test_perfect_and_inverted_classes_give_a_finite_mean_dprime_without_warnings():
+    """Issue 20: a small evaluation set with one perfectly ranked and one inverted class made
+    the mean of the per-class d-primes inf - inf: NaN, shown as None, with NumPy's
+    "RuntimeWarning: invalid value encountered in reduce" on every train and evaluate."""
+    y = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0], [0, 1, 1]], dtype=bool)
+    s = np.array([[0.9, 0.9, 0.5], [0.1, 0.1, 0.2], [0.8, 0.8, 0.1], [0.2, 0.2, 0.15]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = class_metrics(y, s)
+        assert m.auc.tolist() == [1.0, 0.0, 0.75]
+        assert np.isfinite(m.dprime).all() and np.isfinite(m.mean_dprime)
+        assert m.dprime[0] == pytest.approx(-m.dprime[1])
+        assert m.mean_dprime == pytest.approx(np.mean(m.dprime))
 
 
 def test_undefined_classes_are_nan_counted_and_excluded():

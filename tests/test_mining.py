@@ -212,6 +212,30 @@ def test_search_agrees_with_a_brute_force_scan(tmp_path):
     assert np.allclose(near, want, atol=1e-5)
 
 
+def test_parts_without_stored_norms_still_search(tmp_path):
+    """Parts written before the squared norms were stored beside the vectors get them on
+    load, and a search over unnormalised vectors matches the centred cosine."""
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 6)).astype(np.float32) * 3 + 1
+    index = FrameIndex(tmp_path / "idx")
+    index.add([f"c{i}_0" for i in range(8)], [5] * 8, vectors)
+    part = tmp_path / "idx" / "part-00000.npz"
+    with np.load(part) as meta:
+        kept = {k: meta[k] for k in meta.files if k != "sqnorms"}
+    np.savez(part, **kept)
+    old = FrameIndex(tmp_path / "idx")
+    queries = rng.standard_normal((3, 6)).astype(np.float32)
+    mu = vectors.mean(axis=0)
+    q, v = queries - mu, vectors - mu
+    dist = 1.0 - (q / np.linalg.norm(q, axis=1, keepdims=True)) @ (
+        v / np.linalg.norm(v, axis=1, keepdims=True)).T
+    for idx in (index, old):
+        d, i = idx.search(queries, 4, block=9)
+        assert np.array_equal(i, np.argsort(dist, axis=1, kind="stable")[:, :4])
+        assert np.allclose(d, np.sort(dist, axis=1)[:, :4], atol=1e-5)
+        assert np.allclose(idx.frame_distances(queries, "c2_0"), dist[:, 10:15], atol=1e-5)
+
+
 def test_csv_round_trips_through_the_parser(planted, tmp_path):
     folder, truth = planted
     out = tmp_path / "mined.csv"

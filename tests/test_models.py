@@ -82,7 +82,8 @@ def test_parameter_counts(models):
 
 
 def test_build_model_errors_name_the_known_models():
-    with pytest.raises(ConfigError, match="'vgg'.*cnn14, embedding-attention, embedding-fc, fc, resnet50"):
+    with pytest.raises(ConfigError, match="'vgg'.*cnn14, embedding-attention, "
+                                          "embedding-fc, fc, resnet50"):
         build_model("vgg")
     with pytest.raises(ConfigError, match="bad options"):
         build_model("resnet50", depth=101)

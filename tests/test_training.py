@@ -230,7 +230,7 @@ def test_benchmark_smoke_and_predict_then_evaluate(data_root, tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--scores", str(scores), "--split", "snd_eval"]) == 0
     assert "mAP" in capsys.readouterr().out
-    # a folder of audio files: one clip per file, named by the file
+    # a folder of audio files: scored in 10-s windows, pooled per file, named by the file
     folder = tmp_path / "clips"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -246,9 +246,9 @@ def test_benchmark_smoke_and_predict_then_evaluate(data_root, tmp_path, capsys):
                  "--source", str(folder), "--scores", str(tmp_path / "files.npz")]) == 0
     with np.load(tmp_path / "files.npz") as z:
         assert sorted(z["ids"].tolist()) == ["long", "short"]
-    with np.load(tmp_path / "files.frames.npz") as z:  # 1.5 s: one example; 12 s: cut to 10
+    with np.load(tmp_path / "files.frames.npz") as z:  # 1.5 s: one example; 12 s: 10 + 2
         counts = dict(zip(*np.unique(z["ids"], return_counts=True), strict=True))
-        assert counts == {"long": 10, "short": 1}
+        assert counts == {"long": 12, "short": 1}
 
 
 def test_cli_without_torch_names_the_fix(monkeypatch):

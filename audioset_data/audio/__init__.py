@@ -1,5 +1,6 @@
 """Audio through ffmpeg: finding the binary, reading a sample-exact time range of any
-media address as mono int16 PCM, and encoding or decoding whole clips in memory.
+media address as mono int16 PCM, encoding or decoding whole clips in memory, and decoding a
+long file window by window in bounded memory.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ _LAZY = {
     "decode_audio": "audioset_data.audio.memory",
     "encode_audio": "audioset_data.audio.memory",
     "decode_pcm": "audioset_data.audio.ranges",
+    "iter_windows": "audioset_data.audio.stream",
 }
 
 __getattr__ = lazy_getattr(__name__, _LAZY)

@@ -1,13 +1,16 @@
 """Reading a time range of any media address as mono int16 PCM, sample-exact.
 
 ffmpeg seeks to just before the range and the exact samples are cut from what it decodes, so
-the clip starts on the right sample whatever the container's seek granularity.
+the clip starts on the right sample whatever the container's seek granularity, and the
+resampler starts on a sample the whole-file decode also has, so it runs at the same phase.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -36,9 +39,18 @@ from .ffmpeg import (
 logger = logging.getLogger(__name__)
 
 _SEEK_MARGIN = 0.3
+#: Seek and cut points lie on multiples of 40 ms: whole samples at every rate that is a
+#: multiple of 25 Hz (8, 11.025, 16, 22.05, 32, 44.1, 48, 96 kHz...).
+_SEEK_GRID = 0.04
+#: The resampler restarts at least this long before the clip, to be warm by its start.
+_LEAD = 0.02
+#: The rate Opus always decodes at.
+_OPUS_RATE = 48000
 #: Decoded past the end of the clip: the resampler holds back a few ms that ``-t`` would cut.
 _TAIL = 0.1
 _MATROSKA_MAGIC = b"\x1a\x45\xdf\xa3"
+#: The codec of the first audio stream, as ffmpeg's log names it.
+_AUDIO_CODEC = re.compile(r"Stream #\d+:\d+\S*: Audio: (\w+)")
 _MATROSKA_SUFFIXES = (".webm", ".mka", ".mkv", ".mk3d")
 
 
@@ -71,6 +83,51 @@ def _seek_margin(source: PathLike) -> float:
     return 0.0 if webm else _SEEK_MARGIN
 
 
+def _seek_point(start: float, sample_rate: int, margin: float) -> tuple[float, float] | None:
+    """``(seek, lead)``: where ffmpeg seeks and where the decoded input is cut before it is
+    resampled, both on the :data:`_SEEK_GRID`, or None where the file is decoded from its
+    first sample (near its beginning).
+
+    ``lead`` lies 20-60 ms before ``start`` (:data:`_LEAD` rounded down to the grid), so the
+    resampler is warm again by ``start``; ``seek`` lies ``margin`` (rounded up to the grid)
+    before ``lead``. On the grid, both are whole numbers of samples at every common source
+    rate (any multiple of 25 Hz) and at the output rate, so the resampler starts on a sample
+    that the whole-file decode also puts out, at the same phase.
+    """
+    sr = int(sample_rate)
+    grid = _SEEK_GRID if sr % 25 == 0 else 1.0
+    lead = math.floor(round((start - _LEAD) / grid, 6)) * grid
+    if margin > 0:
+        seek = lead - math.ceil(round(margin / grid, 6)) * grid
+    else:  # Matroska: decoding starts at the cluster holding ``seek`` anyway (see _seek_margin)
+        seek = math.floor(round(start / grid, 6)) * grid
+    if start <= _SEEK_MARGIN or seek <= 0 or lead < 0:
+        return None
+    return round(seek, 6), round(lead, 6)
+
+
+def _timeline(opus_grid: bool) -> str:
+    """An ``asetpts`` filter that times the decoded samples as the whole-file decode does:
+    one offset for every sample, from its count since the seek.
+
+    Frame timestamps after a seek are not all right. ffmpeg's Ogg Vorbis reader times the first
+    frame after a seek and the frame of every long-to-short block switch 448 samples (at 44.1
+    kHz) off, while the samples themselves run on without a gap; timing the cut or the
+    resampler by such a frame put clips 7-10 ms early. A frame's offset (its timestamp minus
+    the samples before it) is taken only when it equals the previous frame's, which a lone
+    mistimed frame never does. Matroska times are whole milliseconds, 0.5 ms off for Opus,
+    whose frames (multiples of 120 samples at 48 kHz) start 312 samples (the pre-skip) before
+    a multiple of 120 in the whole decode: with ``opus_grid`` the offset is moved to the nearest
+    such sample.
+    """
+    offset = "round((ld(0)-48)/120)*120+48" if opus_grid else "ld(0)"
+    # ld(2): this frame's offset, ld(3): the previous frame's, ld(4): set after the first
+    # frame, ld(0): the offset in use; in samples of the decoded rate (TB*SR is 1 there)
+    return ("asetpts='st(2,round(PTS*TB*SR)-N);"
+            "if(eq(ld(2),ld(3))+eq(ld(4),0),st(0,ld(2));st(4,1),0);st(3,ld(2));"
+            f"round((N+{offset})/(TB*SR))'")
+
+
 def _range_args(
     inp: str,
     start: float,
@@ -79,32 +136,43 @@ def _range_args(
     *,
     manual_skip: bool,
     margin: float = _SEEK_MARGIN,
+    opus_grid: bool = False,
 ) -> list[str]:
     """ffmpeg input, filter and output arguments that cut ``start`` to the sample.
 
-    Near the beginning (``start <= _SEEK_MARGIN``) nothing is sought: the file is decoded from
+    Near the beginning (see :func:`_seek_point`) nothing is sought: the file is decoded from
     its first sample, as a whole-file decode does, and the first ``round(start * sr)`` output
-    samples are dropped by count. Further in, ffmpeg seeks to ``start - margin`` (see
-    :func:`_seek_margin`) and the cut is made on decoded timestamps, which ffmpeg keeps
-    relative to the seek target: what the decoder produces before ``start`` (its pre-roll, and
-    whatever a demuxer or decoder drops or mis-times right after a seek) is thrown away.
+    samples are dropped by count. Further in, ffmpeg seeks to a grid point ``margin`` (the
+    decoder's pre-roll; 0 for Matroska, see :func:`_seek_margin`) before the lead point 20-60
+    ms before ``start``, and passes on everything it decodes from there (``-noaccurate_seek``).
+    The samples are timed from their count (:func:`_timeline`), cut at the lead point at the
+    source rate, resampled, and cut at ``start`` on the output's sample timestamps.
 
     ``manual_skip`` (``-flags2 +skip_manual``) stops the decoder from dropping the samples it
-    is told to skip (encoder delay, end padding). After a seek, the Opus decoder drops its
-    pre-skip again from the first packet it sees and moves that frame's timestamp by 6.5 ms
-    rounded to the container's time base; in WebM (1 ms) that put the clip 0.5 ms further out.
+    is told to skip (encoder delay, end padding): after a seek the Opus decoder would drop its
+    pre-skip again from the first packet it sees.
     """
     sr = int(sample_rate)
-    if start <= _SEEK_MARGIN:
+    point = _seek_point(start, sr, margin)
+    if point is None:
         seek: list[str] = []
-        trim = f"atrim=start_sample={int(round(start * sr))}"
+        # resample first, cut second: the same samples as the reference, bit for bit
+        chain = f"aresample={sr},atrim=start_sample={int(round(start * sr))}"
     else:
+        at, lead = point
         seek = ["-flags2", "+skip_manual"] if manual_skip else []
-        seek += ["-ss", f"{start - margin:.6f}"]
-        trim = f"atrim=start={margin:.6f}"
-    # resample first, cut second: the resampler then sees the input a whole-file decode gives
-    # it, and the cut falls on an output sample
-    chain = f"aresample={sr},{trim},asetpts=PTS-STARTPTS"
+        seek += ["-noaccurate_seek", "-ss", f"{at:.6f}"]
+        cut = int(round(start * sr)) - int(round(at * sr))
+        resample = f"aresample={sr}"
+        if opus_grid:
+            # Opus decodes at 48 kHz. Where decoding starts after ``lead`` (a cluster starting
+            # between it and ``start``), silence is put before the first frame so the
+            # resampler still starts on ``lead`` at the reference's phase
+            resample += (f":async=1:min_hard_comp=0.00001:"
+                         f"first_pts={int(round((lead - at) * _OPUS_RATE))}")
+        chain = (f"{_timeline(opus_grid)},atrim=start={lead - at:.6f},{resample},"
+                 f"atrim=start_pts={cut}")
+    chain += ",asetpts=PTS-STARTPTS"
     return [*seek, "-i", inp, "-t", f"{duration + _TAIL:.6f}", "-vn", "-sn", "-dn",
             "-af", chain, "-ac", "1", "-ar", str(sr), "-c:a", "pcm_s16le", "-f", "s16le",
             "pipe:1"]
@@ -141,12 +209,15 @@ def decode_pcm(
     """Decode ``[start, start + duration)`` of a URL or file to mono int16 PCM.
 
     The samples equal those of the whole file decoded from its beginning and cut at
-    ``[round(start * sample_rate), round((start + duration) * sample_rate))``, to within
-    0.5 ms (the residual of WebM's millisecond timestamps; other containers: one sample), while
-    over HTTP ffmpeg still reads only the container index and the byte ranges around the clip:
-    ``-ss`` is given before ``-i`` (input seeking), 0.3 s before ``start`` so the decoder has
-    its pre-roll (WebM: at ``start``, its cluster gives the pre-roll), and the cut is made on
-    decoded timestamps (see ``docs/download-internals.md``, "Exact clips").
+    ``[round(start * sample_rate), round((start + duration) * sample_rate))``, while over HTTP
+    ffmpeg still reads only the container index and the byte ranges around the clip: ``-ss`` is
+    given before ``-i`` (input seeking), 0.34-0.38 s before ``start`` so the decoder has its
+    pre-roll (WebM: at ``start``, its cluster gives the pre-roll), the decoded samples are timed
+    by their count, and the cuts fall on whole samples of the source and of the output (see
+    ``docs/download-internals.md``, "Exact clips"). Two exceptions: WebM/Opus clips starting
+    just after a cluster start converge over their first 80-160 ms (the decoder starts cold),
+    and AAC bands coded as noise (PNS) hold other random noise than a decode from the file's
+    start.
 
     Parameters
     ----------
@@ -197,13 +268,21 @@ def decode_pcm(
     margin = _seek_margin(source)
     t0 = time.monotonic()
 
+    opus_grid = [margin == 0.0]  # Matroska: WebM audio is Opus (checked after the first run)
+
     def run(at: float, span: float, manual_skip: bool, limit: float) -> _Run:
-        args = base + _range_args(inp, at, span, sr, manual_skip=manual_skip, margin=margin)
+        args = base + _range_args(inp, at, span, sr, manual_skip=manual_skip, margin=margin,
+                                  opus_grid=opus_grid[0])
         out, stderr, code, stop = _run_capped(args, timeout=limit, max_output=cap)
         return _Run(out[: len(out) - len(out) % 2], stderr, code, stop)
 
-    seeks = start > _SEEK_MARGIN
+    seeks = _seek_point(start, sr, margin) is not None
     first = run(start, duration, seeks, timeout)
+    codec = _AUDIO_CODEC.search(first.stderr)
+    if seeks and opus_grid[0] and codec and codec[1] != "opus" and first.code == 0:
+        # Matroska holding another codec (Vorbis, AAC): its frames are not on Opus' grid
+        opus_grid[0] = False
+        first = run(start, duration, seeks, timeout - (time.monotonic() - t0))
     stderr, tail = first.stderr, _tail(first.stderr)
     bytes_read = first.bytes_read
     d = _DURATION.search(stderr)

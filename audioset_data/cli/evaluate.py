@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from audioset_data.errors import EvaluationError
+from audioset_data.evaluation.context import label_index_for, load_ontology
 from audioset_data.evaluation.harness import evaluate_frames
 from audioset_data.evaluation.scores_io import (
     cache_label_mids,
@@ -49,7 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and verified)")
     e.add_argument("--json", dest="json_out", metavar="FILE", help="write the result as JSON here")
     e.add_argument("--markdown", metavar="FILE", help="write the markdown report here")
-    e.add_argument("--plots", metavar="FOLDER", help="write plots into this folder")
+    e.add_argument("--plots", metavar="FOLDER",
+                   help="write plots into this folder: AP against each label's prior (its share "
+                        "of the evaluated clips) and mAP per top-level ontology branch (the "
+                        "ontology as `audioset ontology` loads it; mirrors via "
+                        "AUDIOSET_ONTOLOGY_BASE_URL)")
     e.set_defaults(func=with_flags(_evaluate, strict="--strict", split="--split"))
 
 
@@ -59,10 +64,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         result = _evaluate_frames(args)
     else:
         # the cache's label count bounds what a score file may announce before it is read
-        ids, scores = read_scores(args.scores, ids_file=args.ids,
-                                  label_mids=cache_label_mids(args.split, args.root))
+        mids = cache_label_mids(args.split, args.root)
+        ids, scores = read_scores(args.scores, ids_file=args.ids, label_mids=mids)
         result = evaluate_cached(ids, scores, split=args.split, root=args.root, on=on,
                                  bootstrap=args.bootstrap, seed=args.seed, strict=args.strict)
+        if result.names == result.mids:
+            # a cache of a subset of the labels, or in another order, is evaluated without the
+            # official index: name its labels (and give them their mids) from it by mid
+            result = result.with_context(
+                label_index=label_index_for(mids or result.mids, args.root))
+    why = ""
+    if args.plots:
+        ontology, why = load_ontology(args.root)
+        result = result.with_context(ontology=ontology, priors="evaluated")
     text = result.to_markdown()
     if args.markdown:
         Path(args.markdown).write_text(text)
@@ -71,6 +85,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         for p in result.plot(args.plots):
             print(f"wrote {p}", file=sys.stderr)
+        if why:
+            print(f"no mAP-per-branch plot: {why}", file=sys.stderr)
     print(text)
     return 0
 

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from audioset_data.errors import EvaluationError
 
-from .metrics import ArrayLike, _validate, class_metrics
+from .metrics import ArrayLike, _truth_and_scores, _validate, class_metrics
 
 # Resamples per sparse product (bounds memory to a few (chunk × positive groups) arrays); fixed,
 # so a seed gives the same samples whatever n_resamples is (the first ones agree).
@@ -123,9 +123,10 @@ def _segment_cumsum(a: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return cs - np.repeat(before, lengths, axis=1)
 
 
-def bootstrap_map(targets: ArrayLike, scores: ArrayLike, *, n_resamples: int = 1000,
-                  seed: int = 0, confidence: float = 0.95,
-                  known: ArrayLike | None = None) -> BootstrapResult:
+def bootstrap_map(y_true: ArrayLike | None = None, y_score: ArrayLike | None = None, *,
+                  n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+                  known: ArrayLike | None = None, targets: ArrayLike | None = None,
+                  scores: ArrayLike | None = None) -> BootstrapResult:
     """Percentile bootstrap interval of the mean AP over classes.
 
     Clips (rows) are resampled with replacement ``n_resamples`` times; in each resample the AP
@@ -137,8 +138,9 @@ def bootstrap_map(targets: ArrayLike, scores: ArrayLike, *, n_resamples: int = 1
 
     Parameters
     ----------
-    targets, scores, known
-        As for :func:`~audioset_data.evaluation.metrics.class_metrics`.
+    y_true, y_score, known
+        As for :func:`~audioset_data.evaluation.metrics.class_metrics` (truth first; the older
+        keyword names ``targets``/``scores`` are still accepted).
     n_resamples : int
         Number of resamples (≥ 1).
     seed : int
@@ -155,9 +157,10 @@ def bootstrap_map(targets: ArrayLike, scores: ArrayLike, *, n_resamples: int = 1
         raise EvaluationError(f"n_resamples must be a positive integer; got {n_resamples!r}")
     if not 0.0 < confidence < 1.0:
         raise EvaluationError(f"confidence must be in (0, 1); got {confidence!r}")
-    y, s, k = _validate(targets, scores, known)
+    y_true, y_score = _truth_and_scores(y_true, y_score, targets, scores, "bootstrap_map")
+    y, s, k = _validate(y_true, y_score, known)
     n, c = y.shape
-    estimate = class_metrics(y, s, known=k).mean_ap
+    estimate = class_metrics(y_true=y, y_score=s, known=k).mean_ap
     s_all, s_pos, offsets, group_col = _buckets(y, s, k)
     last = offsets[1:] - 1
     has_group = np.diff(offsets) > 0

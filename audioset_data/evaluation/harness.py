@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ import scipy.sparse as sp
 
 from audioset_data.config import PathLike
 from audioset_data.errors import EvaluationError
+from audioset_data.segments.labels import LabelIndex
 
 from .bootstrap import BootstrapResult, bootstrap_map
-from .metrics import ClassMetrics, class_metrics, micro_average_precision
+from .metrics import ClassMetrics, _truth_and_scores, class_metrics, micro_average_precision
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,53 @@ class EvaluationResult:
         if self.branches is not None:
             out["mAP_by_branch"] = {k: _num(v) for k, v in self.branch_means().items()}
         return out
+
+    def with_context(self, *, label_index: Any = None, ontology: Any = None,
+                     priors: Any = None) -> EvaluationResult:
+        """A copy of this result with what it was computed without. The plots of
+        :meth:`plot` need priors (AP against prior) and an ontology (mAP per branch).
+
+        Parameters
+        ----------
+        label_index
+            Display names, matched by mid where it knows every mid of the result (it may hold
+            other labels too, in any order); else, for a result computed without one (its
+            mids are column numbers), the labels column for column, mids and names.
+        ontology
+            Adds the top-level branch of every label and the mAP with labels and scores
+            propagated to ancestors, as :func:`evaluate` with an ontology does.
+        priors
+            Per-class priors (an array or a ``ClassPriors``), or ``"evaluated"``: each label's
+            share of the evaluated clips (known pairs only, where some are unknown).
+        """
+        mids, names = list(self.mids), list(self.names)
+        if label_index is not None:
+            if all(m in label_index for m in mids):
+                names = [label_index.name(m) for m in mids]
+            elif len(label_index) == len(mids):
+                mids, names = list(label_index.mids), list(label_index.names)
+            else:
+                raise EvaluationError(f"the label index ({len(label_index)} labels) holds "
+                                      f"neither the {len(mids)} mids of the result nor as "
+                                      "many labels")
+        targets, scores = self._curves if self._curves is not None else (None, None)
+        prior = self.priors
+        if isinstance(priors, str):
+            if priors != "evaluated" or targets is None:
+                raise EvaluationError(f"priors={priors!r}: an array, a ClassPriors or "
+                                      "'evaluated' (for a result that holds its targets)")
+            known = (self.metrics.n_pos + self.metrics.n_neg).astype(np.float64)
+            prior = self.metrics.n_pos / np.maximum(known, 1.0)
+        elif priors is not None:
+            prior = _priors(priors, len(self.mids))
+        branches, propagated = self.branches, self.propagated
+        if ontology is not None:
+            if targets is None:
+                raise EvaluationError("this result holds no targets and scores to propagate")
+            branches, propagated = _ontology_parts(LabelIndex(mids, names), ontology,
+                                                   targets, scores)
+        return replace(self, mids=mids, names=names, priors=prior, branches=branches,
+                                   propagated=propagated)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per class: mid, name, AP, AUC, d-prime, EER, counts, prior, branch."""
@@ -288,9 +336,11 @@ def _check(scores: Any, targets: Any, n_labels: int | None) -> tuple[np.ndarray,
 
 
 def evaluate(
-    scores: Any,
-    targets: Any,
+    scores: Any = None,
+    targets: Any = None,
     *,
+    y_true: Any = None,
+    y_score: Any = None,
     clip_ids: Sequence[str] | None = None,
     on: Iterable[str] | None = None,
     label_index: Any = None,
@@ -302,10 +352,16 @@ def evaluate(
     seed: int = 0,
     level: str = "clip",
 ) -> EvaluationResult:
-    """Evaluate ``scores`` against ``targets`` (clips × labels) and record what on.
+    """Evaluate scores against targets (clips × labels) and record what on.
 
     Parameters
     ----------
+    y_true, y_score
+        The targets (bool, dense or sparse) and the scores, by keyword: scikit-learn's names
+        and the truth-first order of :func:`~audioset_data.evaluation.metrics.class_metrics`
+        and the rest of the harness, so no call depends on which function takes which order.
+        The older form ``evaluate(scores, targets)`` (positional, scores first, or
+        ``scores=``/``targets=``) still works.
     clip_ids
         Id of each row (``ytid_startms`` keys); needed for ``on`` and for the clip-list hash.
     on
@@ -325,6 +381,7 @@ def evaluate(
     bootstrap
         Resamples for a confidence interval of the mAP over clips (0: none).
     """
+    targets, scores = _truth_and_scores(y_true, y_score, targets, scores, "evaluate")
     n_labels = len(label_index) if label_index is not None else None
     scores, targets = _check(scores, targets, n_labels)
     not_evaluated: list[str] = []
@@ -347,31 +404,44 @@ def evaluate(
         targets = targets[rows]
         known = None if known is None else known[rows]
         ids = [ids[i] for i in rows]
-    metrics = class_metrics(targets, scores, known=known)
+    metrics = class_metrics(y_true=targets, y_score=scores, known=known)
     mids = list(label_index.mids) if label_index is not None else [
         str(j) for j in range(scores.shape[1])]
     names = list(label_index.names) if label_index is not None else list(mids)
-    prior = None
-    if priors is not None:
-        prior = np.asarray(getattr(priors, "priors", priors), dtype=np.float64).reshape(-1)
-        if len(prior) != scores.shape[1]:
-            raise EvaluationError(f"{len(prior)} priors for {scores.shape[1]} labels")
+    prior = _priors(priors, scores.shape[1])
     branches = propagated = None
     if ontology is not None and label_index is not None:
-        branches = _branches(ontology, mids)
-        P = label_index.propagation_matrix(ontology)  # noqa: N806
-        propagated = class_metrics(label_index.propagate(sp.csr_array(targets), ontology),
-                                   _propagate_scores(scores, P),
-                                   known=None)
+        branches, propagated = _ontology_parts(label_index, ontology, targets, scores)
     boot = None
     if bootstrap:
-        boot = bootstrap_map(targets, scores, n_resamples=bootstrap, seed=seed, known=known)
+        boot = bootstrap_map(y_true=targets, y_score=scores, n_resamples=bootstrap, seed=seed,
+                             known=known)
     return EvaluationResult(
         metrics=metrics, mids=mids, names=names, clip_ids=ids, n_listed=n_listed,
-        micro_ap=float(micro_average_precision(targets, scores, known=known)), level=level,
-        priors=prior, branches=branches, propagated=propagated, bootstrap=boot,
+        micro_ap=float(micro_average_precision(y_true=targets, y_score=scores, known=known)),
+        level=level, priors=prior, branches=branches, propagated=propagated, bootstrap=boot,
         not_evaluated=not_evaluated, _curves=(targets, scores),
     )
+
+
+def _priors(priors: Any, n_labels: int) -> np.ndarray | None:
+    """Per-class priors as a float vector (from a ``ClassPriors`` or an array), or None."""
+    if priors is None:
+        return None
+    prior = np.asarray(getattr(priors, "priors", priors), dtype=np.float64).reshape(-1)
+    if len(prior) != n_labels:
+        raise EvaluationError(f"{len(prior)} priors for {n_labels} labels")
+    return prior
+
+
+def _ontology_parts(label_index: Any, ontology: Any, targets: Any, scores: np.ndarray
+                    ) -> tuple[list[list[str]], ClassMetrics]:
+    """Top-level branches of each label, and the metrics with labels and scores propagated
+    to ancestors (an ancestor's score is the highest of its own and its descendants')."""
+    P = label_index.propagation_matrix(ontology)  # noqa: N806
+    propagated = class_metrics(y_true=label_index.propagate(sp.csr_array(targets), ontology),
+                               y_score=_propagate_scores(np.asarray(scores), P))
+    return _branches(ontology, list(label_index.mids)), propagated
 
 
 def evaluate_frames(
@@ -407,9 +477,9 @@ def evaluate_frames(
     known = framed.known[rows]
     listed_rows = np.flatnonzero(np.diff(framed.known.indptr) > 0)
     ids = [f"{clip_ids[i]}#{int(frames[i])}" for i in take]
-    result = evaluate(scores[take], framed.present[rows], clip_ids=ids, known=known,
-                      label_index=label_index, level="frame", n_listed=len(listed_rows),
-                      **kwargs)
+    result = evaluate(y_true=framed.present[rows], y_score=scores[take], clip_ids=ids,
+                      known=known, label_index=label_index, level="frame",
+                      n_listed=len(listed_rows), **kwargs)
     result.not_in_labels = len(clip_ids) - len(take)
     result.unscored = len(set(listed_rows) - set(rows))
     return result

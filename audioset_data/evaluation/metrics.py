@@ -16,6 +16,12 @@ AUROC of 0 for such classes; both move the average.)
 The optional ``known`` mask marks the (clip, class) pairs whose truth is known; the others are
 dropped from that class's computation rather than counted negative, which is what frame-level or
 partially annotated evaluation needs.
+
+A class's d-prime is ``sqrt(2)·Φ⁻¹(AUC)``, with the AUC kept half a pair from 0 and 1 (within
+``[1/(2PN), 1 - 1/(2PN)]`` for P positives and N negatives; the usual correction for hit rates
+of 0 or 1 in signal detection): a class ranked perfectly on a small evaluation set gets a large
+finite d-prime that grows with the evidence, not ``inf``, so the mean of the per-class
+d-primes is defined (``inf`` and ``-inf`` classes made it NaN, with a NumPy warning).
 """
 
 from __future__ import annotations
@@ -64,8 +70,8 @@ class ClassMetrics:
     Attributes
     ----------
     ap, auc, dprime, eer : numpy.ndarray of float64, shape (C,)
-        Average precision, ROC AUC, ``sqrt(2)·Φ⁻¹(auc)`` and equal error rate; NaN where the
-        class is undefined.
+        Average precision, ROC AUC, ``sqrt(2)·Φ⁻¹(auc)`` (the AUC kept half a pair from 0 and
+        1, so always finite) and equal error rate; NaN where the class is undefined.
     n_pos, n_neg : numpy.ndarray of int64, shape (C,)
         Positives and negatives of each class among the known pairs.
     defined : numpy.ndarray of bool, shape (C,)
@@ -107,7 +113,7 @@ class ClassMetrics:
 
     @property
     def mean_dprime(self) -> float:
-        """Mean of the per-class d-primes (``inf`` if a class has AUC 1)."""
+        """Mean of the per-class d-primes (finite: see the module's note on AUCs of 0 and 1)."""
         return _nanmean(self.dprime, self.defined)
 
     @property
@@ -206,6 +212,26 @@ def _as_scores(x: ArrayLike, name: str = "scores") -> np.ndarray:
         raise EvaluationError(
             f"{name} must be finite; {name}[{bad[0]}, {bad[1]}] is {a[bad[0], bad[1]]}")
     return a
+
+
+def _truth_and_scores(y_true: ArrayLike | None, y_score: ArrayLike | None,
+                      targets: ArrayLike | None, scores: ArrayLike | None,
+                      where: str) -> tuple[ArrayLike, ArrayLike]:
+    """The two arrays of a call given as ``y_true``/``y_score`` (scikit-learn's names, truth
+    first, the order of every function of the harness) or by their older keyword names
+    ``targets``/``scores``."""
+    if targets is not None:
+        if y_true is not None:
+            raise EvaluationError(f"{where}: give y_true or targets, not both")
+        y_true = targets
+    if scores is not None:
+        if y_score is not None:
+            raise EvaluationError(f"{where}: give y_score or scores, not both")
+        y_score = scores
+    if y_true is None or y_score is None:
+        raise EvaluationError(f"{where} needs y_true (the targets, clips × labels) and y_score "
+                              "(the scores, the same shape)")
+    return y_true, y_score
 
 
 def _validate(targets: ArrayLike, scores: ArrayLike, known: ArrayLike | None
@@ -347,16 +373,20 @@ def _blocks(n: int, c: int) -> list[slice]:
     return [slice(i, min(i + width, c)) for i in range(0, c, width)]
 
 
-def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
-                  known: ArrayLike | None = None) -> ClassMetrics:
+def class_metrics(y_true: ArrayLike | None = None, y_score: ArrayLike | None = None, *,
+                  known: ArrayLike | None = None, targets: ArrayLike | None = None,
+                  scores: ArrayLike | None = None) -> ClassMetrics:
     """AP, ROC AUC, d-prime and EER of every class.
 
     Parameters
     ----------
-    targets : array_like or scipy sparse, shape (n, C)
-        True labels, boolean (or 0/1 integers).
-    scores : array_like, shape (n, C)
-        Finite real scores (probabilities or logits); higher means more likely positive.
+    y_true : array_like or scipy sparse, shape (n, C)
+        True labels, boolean (or 0/1 integers). Truth first, as in scikit-learn and every
+        function of the harness (pass both by keyword to leave no doubt); ``targets=`` is
+        the older name and still accepted.
+    y_score : array_like, shape (n, C)
+        Finite real scores (probabilities or logits); higher means more likely positive
+        (``scores=`` still accepted).
     known : array_like or scipy sparse of bool, shape (n, C), optional
         Pairs whose truth is known; the others are left out of their class's computation.
 
@@ -382,11 +412,13 @@ def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
 
     Examples
     --------
-    >>> m = class_metrics([[1, 0], [0, 1], [1, 0]], [[0.9, 0.2], [0.4, 0.1], [0.3, 0.8]])
+    >>> m = class_metrics(y_true=[[1, 0], [0, 1], [1, 0]],
+    ...                   y_score=[[0.9, 0.2], [0.4, 0.1], [0.3, 0.8]])
     >>> m.ap.round(4).tolist(), m.auc.tolist()
     ([0.8333, 0.3333], [0.5, 0.0])
     """
-    y, s, k = _validate(targets, scores, known)
+    y_true, y_score = _truth_and_scores(y_true, y_score, targets, scores, "class_metrics")
+    y, s, k = _validate(y_true, y_score, known)
     n, c = y.shape
     ap = np.empty(c)
     auc = np.empty(c)
@@ -401,19 +433,31 @@ def class_metrics(targets: ArrayLike, scores: ArrayLike, *,
     defined = (n_pos > 0) & (n_neg > 0)
     for arr in (ap, auc, eer):
         arr[~defined] = np.nan
-    return ClassMetrics(ap=ap, auc=auc, dprime=dprime(auc), eer=eer,
+    return ClassMetrics(ap=ap, auc=auc, dprime=dprime(_bounded_auc(auc, n_pos, n_neg)),
+                        eer=eer,
                         n_pos=n_pos.astype(np.int64), n_neg=n_neg.astype(np.int64),
                         defined=defined)
 
 
-def micro_average_precision(targets: ArrayLike, scores: ArrayLike, *,
-                            known: ArrayLike | None = None) -> float:
+def _bounded_auc(auc: np.ndarray, n_pos: np.ndarray, n_neg: np.ndarray) -> np.ndarray:
+    """The AUC kept half a pair (``1 / (2 P N)``) from 0 and 1, where d-prime is infinite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = 0.5 / (n_pos * n_neg)
+    return np.where(np.isfinite(half), np.clip(auc, half, 1.0 - half), auc)
+
+
+def micro_average_precision(y_true: ArrayLike | None = None, y_score: ArrayLike | None = None,
+                            *, known: ArrayLike | None = None,
+                            targets: ArrayLike | None = None,
+                            scores: ArrayLike | None = None) -> float:
     """AP of all (clip, class) pairs pooled into one ranking (the "micro" average).
 
-    Unknown pairs (``known`` False) are left out. NaN when the pooled pairs have no positive or
-    no negative.
+    ``y_true``, ``y_score`` and ``known`` as for :func:`class_metrics`. Unknown pairs
+    (``known`` False) are left out. NaN when the pooled pairs have no positive or no negative.
     """
-    y, s, k = _validate(targets, scores, known)
+    y_true, y_score = _truth_and_scores(y_true, y_score, targets, scores,
+                                        "micro_average_precision")
+    y, s, k = _validate(y_true, y_score, known)
     if k is not None:
         y, s = y[k], s[k]
         if y.size == 0:

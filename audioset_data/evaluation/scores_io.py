@@ -22,13 +22,14 @@ import scipy.sparse as sp
 from audioset_data.cache.manifest import MANIFEST_NAME, Manifest, clip_key
 from audioset_data.cache.reader import cache_dir, open_cache
 from audioset_data.config import PathLike
-from audioset_data.errors import CacheError, EvaluationError
+from audioset_data.errors import AudioSetError, CacheError, EvaluationError
 from audioset_data.features.errors import FeatureStoreNotFoundError
 from audioset_data.features.store import open_store
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.segments.load import load_segments
 from audioset_data.segments.splits import SplitNameError, canonical_split
 
+from .context import label_index_for
 from .harness import EvaluationResult, evaluate
 
 logger = logging.getLogger(__name__)
@@ -326,15 +327,18 @@ def evaluate_cached(
     targets = source.targets[rows]
     listed = source.listed
     label_index = source.label_index
-    if label_index is None:
+    if label_index is None and source.label_mids is not None:
+        # a cache may hold a subset of the labels, or another order: named by mid
+        label_index = label_index_for(source.label_mids, root)
+    elif label_index is None:  # an embeddings store: the release's 527 columns, in order
         try:
             label_index = LabelIndex.load(root=root)
-        except Exception:  # noqa: BLE001 - names are a nicety; mids are in the cache
+        except (AudioSetError, OSError):  # names are a nicety; offline they are indices
             label_index = None
-    if (label_index is not None and source.label_mids is not None
-            and list(label_index.mids) != source.label_mids):
-        label_index = None
-    result = evaluate(np.asarray(scores)[have], targets, clip_ids=[ids[i] for i in have],
+        if label_index is not None and len(label_index) != source.targets.shape[1]:
+            label_index = None
+    result = evaluate(y_score=np.asarray(scores)[have], y_true=targets,
+                      clip_ids=[ids[i] for i in have],
                       on=on, label_index=label_index, n_listed=listed, bootstrap=bootstrap,
                       seed=seed)
     result.unscored = missing
