@@ -29,6 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from audioset_data.errors import ConfigError
+from audioset_data.evaluation.context import label_index_for, listed_clips
 from audioset_data.evaluation.harness import EvaluationResult, evaluate
 from audioset_data.fileio import atomic_write
 from audioset_data.loaders import (
@@ -272,6 +273,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.evaluation: EvaluationResult | None = None
         self._loader_cache: Any = None
+        self._eval_labels: tuple[LabelIndex, int] | None = None
 
     # -- construction helpers -------------------------------------------------------------
     def _model_options(self) -> dict[str, Any]:
@@ -461,10 +463,18 @@ class Trainer:
         targets = self.eval_set.targets
         where = {k: i for i, k in enumerate(self.eval_set.keys)}
         rows = [where[k] for k in scores.ids]
-        mids = (self.eval_set.label_mids if self.embeddings
-                else self.eval_set.cache.label_mids)
-        result = evaluate(scores.clips, targets[rows], clip_ids=scores.ids,
-                          label_index=LabelIndex(mids, mids), n_listed=len(self.eval_set))
+        if self._eval_labels is None:  # looked up once: names, and the clips the split lists
+            if self.embeddings:
+                mids = self.eval_set.label_mids
+                self._eval_labels = (LabelIndex(mids, mids), len(self.eval_set.store))
+            else:
+                cache = self.eval_set.cache
+                listed = listed_clips(cache.folder) or len(self.eval_set)
+                self._eval_labels = (label_index_for(cache.label_mids, self.config.root),
+                                     listed)
+        label_index, listed = self._eval_labels
+        result = evaluate(y_score=scores.clips, y_true=targets[rows], clip_ids=scores.ids,
+                          label_index=label_index, n_listed=listed)
         self.evaluation = result
         return result
 
@@ -535,14 +545,16 @@ class Trainer:
                            self.history)
 
     def eval_every(self) -> int:
-        """Steps between evaluations: ``eval_every``, or with -1 (the default) ten evaluations
-        a run; 0 (or no evaluation split) evaluates at the end only."""
+        """Steps between evaluations: ``eval_every``; with -1 (the default) up to ten a run,
+        spaced so that they cost at most about a tenth of the training (scoring a clip is a
+        third of training on it); 0 (or no evaluation split) evaluates at the end only."""
         c = self.config
         if self.eval_set is None or c.eval_every == 0:
             return 0
         if c.eval_every > 0:
             return c.eval_every
-        return max(1, math.ceil(self.total_steps / 10))
+        affordable = math.ceil(10 * len(self.eval_set) / (3 * c.batch_size * self.world))
+        return max(1, math.ceil(self.total_steps / 10), affordable)
 
     def _log_eval(self) -> None:
         result = self.evaluate()

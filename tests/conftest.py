@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one worker process per core: a second torch/OpenMP thread in each would only contend
+    # (and OpenMP's default busy-wait makes that contention many times slower); set before
+    # any test module imports torch
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest
 
