@@ -61,7 +61,7 @@ def test_evaluate_cli_plots_names_and_finite_dprime_without_warnings(data_root, 
     np.savez(npz, ids=np.array(keys), scores=scores)
     plots = tmp_path / "plots"
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "RuntimeWarning: invalid value encountered in reduce"
+        warnings.simplefilter("error", RuntimeWarning)  # "invalid value encountered in reduce"
         assert main(["evaluate", "--scores", str(npz), "--split", "small", "--root",
                      str(data_root), "--plots", str(plots), "--json",
                      str(tmp_path / "r.json")]) == 0

@@ -208,7 +208,8 @@ def test_clip_logits_pools_examples_per_clip():
     torch.testing.assert_close(mean[1], frames[3])
     ids, ref = frames_to_clips(frames.numpy(), clip_index.numpy(), method="max")
     order = np.argsort(ids)
-    np.testing.assert_allclose(mx.numpy(), ref[order], rtol=1e-6)
+    # float32 GEMMs of 4 and of 6 rows round differently: a few 1e-7 apart
+    np.testing.assert_allclose(mx.numpy(), ref[order], rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="no examples"):
         clip_logits(model, examples, clip_index, 4)
     with pytest.raises(ConfigError, match="pooling"):
