@@ -88,7 +88,7 @@ class TrainConfig:
     compile: bool = False                 # torch.compile the model
     grad_clip: float = 5.0                # max gradient norm (0: off)
     eval_every: int = -1                  # steps between evaluations (0: at the end only,
-                                          # -1: ten times a run)
+                                          # -1: up to ten a run, at most ~10 % of the cost)
     checkpoint_every: int = 500           # steps between checkpoints (0: at the end only)
     log_every: int = 20                   # steps between lines in metrics.jsonl
     num_workers: int = 2                  # DataLoader worker processes
@@ -118,7 +118,7 @@ class TrainConfig:
             raise ConfigError(f"band_mask={self.band_mask!r} must lie in [0, 64): mel bands")
         if self.eval_every < -1:
             raise ConfigError(f"eval_every={self.eval_every!r}: steps, 0 (at the end only) or "
-                              f"-1 (ten times a run)")
+                              f"-1 (up to ten a run)")
         self._check_recipe()
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use one of {PRECISIONS}")

@@ -13,8 +13,8 @@ written through the package's cache writer at 32 kHz. On it this script runs, pe
 * ``audioset train --model fc --eval none`` with its defaults, then ``audioset predict`` and
   ``audioset evaluate``: exactly what a user types;
 * the same with the defaults before this change (``--epochs 10 --pool frame --input-norm no
-  --time-shift no --specaugment no --lr 0.001 --dropout 0 --hidden 1000,1000,1000``), unless
-  ``--skip-old``;
+  --time-shift no --band-mask 0 --specaugment no --lr 0.001 --dropout 0 --hidden
+  1000,1000,1000 --num-workers 2``), unless ``--skip-old``;
 * with ``--strong-anchor``, the best of a sweep of the anchor's C (0.01 ... 100) and of a
   multinomial logistic regression, chosen on the held-out split itself: a ceiling for any
   linear model on these features, favouring the anchor.
@@ -27,6 +27,8 @@ Usage::
 
     python benchmarks/bench_small_set.py                 # seed 0, anchor, new and old defaults
     python benchmarks/bench_small_set.py --seeds 0,1,2 --strong-anchor
+    python benchmarks/bench_small_set.py --seeds 0 --skip-old --ablate \
+        --out benchmarks/results/small_set_ablation.md      # what each part is worth
 """
 
 from __future__ import annotations
@@ -48,9 +50,23 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from small_set import write_small_set  # noqa: E402
 
+#: One change at a time from the fc's defaults (``--ablate``): what each part is worth.
+ABLATIONS = {
+    "per-example training (--pool frame)": ["--pool", "frame"],
+    "decision pooling (--pool linsoft)": ["--pool", "linsoft"],
+    "decision pooling (--pool max)": ["--pool", "max"],
+    "feature mean pooling (--pool feature-mean)": ["--pool", "feature-mean"],
+    "no time shift (--time-shift no)": ["--time-shift", "no"],
+    "no band mask (--band-mask 0)": ["--band-mask", "0"],
+    "SpecAugment instead of the band mask": ["--band-mask", "0", "--specaugment", "yes"],
+    "no input normalisation (--input-norm no)": ["--input-norm", "no"],
+    "500 steps (--steps 500)": ["--steps", "500"],
+}
+
+#: ``audioset train --model fc``'s defaults before this change, spelt out.
 OLD_DEFAULTS = ["--epochs", "10", "--pool", "frame", "--input-norm", "no", "--time-shift", "no",
-                "--specaugment", "no", "--lr", "0.001", "--dropout", "0",
-                "--hidden", "1000,1000,1000"]
+                "--band-mask", "0", "--specaugment", "no", "--lr", "0.001", "--dropout", "0",
+                "--hidden", "1000,1000,1000", "--num-workers", "2"]
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> tuple[str, float]:
@@ -137,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strong-anchor", action="store_true",
                         help="also the best linear model chosen on the held-out split")
     parser.add_argument("--extra", default="", help="extra flags for the new defaults' train")
+    parser.add_argument("--ablate", action="store_true",
+                        help="also train the defaults with one change at a time (ABLATIONS)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "small_set.md"))
     args = parser.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
@@ -153,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                 row["fc old"] = _fc(root, "fc_old", OLD_DEFAULTS, env)
             if args.strong_anchor:
                 row["strong anchor"] = _strong_anchor(root)
+            if args.ablate:
+                row["ablations"] = {name: _fc(root, f"fc_ablation{i}", flags, env)
+                                    for i, (name, flags) in enumerate(ABLATIONS.items())}
             print(json.dumps(row), flush=True)
             rows.append(row)
     _write(Path(args.out), rows, args, argv if argv is not None else sys.argv[1:])
@@ -186,6 +207,16 @@ def _write(path: Path, rows: list[dict], args: argparse.Namespace, argv: list[st
         a = np.mean([r["anchor"]["mAP"] for r in rows])
         f = np.mean([r["fc"]["mAP"] for r in rows])
         lines.append(f"| mean | {a:.3f} | {f:.3f} | | | | | |")
+    if any("ablations" in r for r in rows):
+        lines += ["", "One change at a time from the fc's defaults (mAP, the same commands "
+                  "with the flags named):", "",
+                  "| change | " + " | ".join(f"seed {r['seed']}" for r in rows) + " |",
+                  "|---|" + "---|" * len(rows)]
+        lines.append("| none (the defaults) | "
+                     + " | ".join(f"{r['fc']['mAP']:.3f}" for r in rows) + " |")
+        for name in ABLATIONS:
+            lines.append(f"| {name} | " + " | ".join(
+                f"{r['ablations'][name]['mAP']:.3f}" for r in rows) + " |")
     lines += ["", "Commands per seed (R the data root):", "",
               "```bash",
               "audioset benchmark --models anchor --train small_train --eval small_eval "
