@@ -38,24 +38,12 @@ from torch import nn
 
 from audioset_data.errors import ConfigError
 
+from .fc import NORMS, norm_layer
+
 EMBEDDING_DIM = 128
 MAX_FRAMES = 10
-NORMS = ("batch", "layer", "none")
 POOLINGS = ("decision", "feature")
 _NEG = -1e4  # additive mask for the softmax over time (finite: no NaN on empty clips)
-
-
-def dequantize(q: torch.Tensor) -> torch.Tensor:
-    """uint8 embeddings of the release -> floats in [-2, 2] (``q * 4 / 255 - 2``)."""
-    return q.float() * (4.0 / 255.0) - 2.0
-
-
-def _norm(kind: str, width: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm1d(width)
-    if kind == "layer":
-        return nn.LayerNorm(width)
-    return nn.Identity()
 
 
 def _check(name: str, n_classes: int, hidden: tuple[int, ...], dropout: float,
@@ -74,7 +62,7 @@ def _mlp(hidden: tuple[int, ...], dropout: float, norm: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = EMBEDDING_DIM
     for h in hidden:
-        layers += [nn.Linear(width, h, bias=norm == "none"), _norm(norm, h),
+        layers += [nn.Linear(width, h, bias=norm == "none"), norm_layer(norm, h),
                    nn.ReLU(inplace=True)]
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
@@ -275,4 +263,4 @@ class EmbeddingAttention(_FrameModel):
         return torch.log(prob) - torch.log1p(-prob)
 
 
-__all__ = ["EmbeddingAttention", "EmbeddingFC", "dequantize"]
+__all__ = ["EmbeddingAttention", "EmbeddingFC"]

@@ -30,7 +30,8 @@ PATCH_MELS = 64
 NORMS = ("batch", "layer", "none")
 
 
-def _norm(kind: str, width: int) -> nn.Module:
+def norm_layer(kind: str, width: int) -> nn.Module:
+    """The normalisation after a hidden linear layer: batch, layer or none."""
     if kind == "batch":
         return nn.BatchNorm1d(width)
     if kind == "layer":
@@ -110,7 +111,7 @@ class FullyConnected(nn.Module):
         layers: list[nn.Module] = []
         width = PATCH_FRAMES * PATCH_MELS
         for h in hidden:
-            layers += [nn.Linear(width, h, bias=norm == "none"), _norm(norm, h),
+            layers += [nn.Linear(width, h, bias=norm == "none"), norm_layer(norm, h),
                        nn.ReLU(inplace=True)]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
