@@ -37,6 +37,11 @@ FEATURES_BASE_URL_ENV = "AUDIOSET_FEATURES_URL"
 FEATURES_BASE_URL = "http://storage.googleapis.com/us_audioset/youtube_corpus/v1/features/"
 #: Suffixes of an address that names the release archive itself rather than its folder.
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+#: Environment variable that overrides the base address of the evaluation subset lists.
+SUBSETS_BASE_URL_ENV = "AUDIOSET_SUBSETS_BASE_URL"
+#: Where AST's list of the eval clips it evaluated lives (YuanGongND/ast at a pinned commit).
+SUBSETS_BASE_URL = ("https://raw.githubusercontent.com/YuanGongND/ast/"
+                    "31088be8a3f6ef96416145c4b8d43c81f99eba7a/egs/audioset/data/sanity_check/")
 
 
 def data_home(root: PathLike | None = None) -> Path:
@@ -93,3 +98,9 @@ def features_base_url(explicit: str | None = None) -> str:
 def strong_base_url(explicit: str | None = None) -> str:
     """Base address of the strong-label files (argument, then env var, then the official one)."""
     return _base_url(explicit, STRONG_BASE_URL_ENV, STRONG_BASE_URL)
+
+
+def subsets_base_url(explicit: str | None = None) -> str:
+    """Base address of the evaluation subset lists (argument, then env var, then the pinned
+    official one)."""
+    return _base_url(explicit, SUBSETS_BASE_URL_ENV, SUBSETS_BASE_URL)

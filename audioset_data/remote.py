@@ -29,12 +29,14 @@ from .config import (
     FEATURES_BASE_URL_ENV,
     ONTOLOGY_BASE_URL_ENV,
     STRONG_BASE_URL_ENV,
+    SUBSETS_BASE_URL_ENV,
     PathLike,
     csv_base_url,
     data_home,
     features_base_url,
     ontology_base_url,
     strong_base_url,
+    subsets_base_url,
 )
 from .errors import ChecksumMismatchError, ConfigError, RemoteError
 from .fileio import atomic_path, atomic_write
@@ -55,7 +57,7 @@ class Remote:
 
     name: str
     filename: str
-    group: str  # "ontology", "csv", "strong" or "features": which base address serves it
+    group: str  # "ontology", "csv", "strong", "features" or "subsets": which base serves it
     size: int | None = None
     sha256: str | None = None
     git_sha1: str | None = None
@@ -75,6 +77,8 @@ class Remote:
             base = ontology_base_url(base_url)
         elif self.group == "strong":
             base = strong_base_url(base_url)
+        elif self.group == "subsets":
+            base = subsets_base_url(base_url)
         else:
             base = csv_base_url(base_url)
         return base + self.filename
@@ -158,6 +162,14 @@ REMOTES: dict[str, Remote] = {
             size=10477,
             sha256="6aeaa2144223933eab75566ca478366ad80e59f381611e308cbe536913d7ddf7",
             git_sha1="02b2bd69614d3966ec6f9ed564ac0346024538c8",
+        ),
+        # Evaluation subsets: the 19,185 eval YouTube ids AST evaluated (one per line).
+        Remote(
+            "ast_eval_ids",
+            "our_as_eval_id.csv",
+            "subsets",
+            size=230220,
+            sha256="d1ebb13f7b857bb3add2f5e73309d7a6b7453b761215d45e66c4bab440b574ff",
         ),
     )
 }
@@ -343,7 +355,7 @@ def _unreachable(url: str, exc: BaseException, remote: Remote | None) -> str:
             else "cannot connect")
     group = remote.group if remote is not None else "csv"
     env = {"ontology": ONTOLOGY_BASE_URL_ENV, "strong": STRONG_BASE_URL_ENV,
-           "features": FEATURES_BASE_URL_ENV}.get(
+           "features": FEATURES_BASE_URL_ENV, "subsets": SUBSETS_BASE_URL_ENV}.get(
         group, CSV_BASE_URL_ENV)
     flag = " (or --csv-url)" if group == "csv" else ""
     name = remote.filename if remote is not None else url

@@ -83,7 +83,8 @@ class TrainConfig:
     beta: float = 0.0                     # prior-balanced loss exponent (0: plain BCE)
     mixup: float = 0.0                    # mixup alpha (0: off)
     specaugment: bool = False
-    precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU), fp32 or bf16
+    precision: str = "auto"               # auto (bf16 on GPU; on a CPU with native bf16 for
+    #                                       the embedding models; else fp32), fp32 or bf16
     channels_last: bool = True            # on GPU only
     compile: bool = False                 # torch.compile the model
     grad_clip: float = 5.0                # max gradient norm (0: off)

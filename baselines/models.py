@@ -41,6 +41,28 @@ if TYPE_CHECKING:
 ClipPool = Literal["mean", "max", "lse", "linsoft"]
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products natively (AVX512-BF16 or AMX): there
+    bf16 autocast speeds small dense layers up instead of emulating them."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def trains_in_bf16(name: str, precision: str, device: torch.device) -> bool:
+    """Whether training runs under bf16 autocast: ``precision="bf16"``, or ``"auto"`` on a GPU,
+    or ``"auto"`` on a CPU with native bf16 for a model whose class says it trains as well
+    there (``cpu_bf16``; measured for the embedding models, not for the log-mel front end)."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return True
+    cls = MODELS.get(name)
+    return (device.type == "cpu" and bool(getattr(cls, "cpu_bf16", False))
+            and native_cpu_bf16())
+
+
 def reads_embeddings(name: str) -> bool:
     """Whether the model ``name`` reads the release's 128-d embeddings (an embeddings store)
     rather than audio through a log-mel front end.

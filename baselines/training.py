@@ -7,6 +7,10 @@ device, and optimises the prior-balanced loss with AdamW and a warm-up + cosine 
 clipping). It logs to ``metrics.jsonl``, evaluates with the harness, and checkpoints the whole
 state (model, optimiser, schedule, sampler position, every RNG) so a run stopped at any point
 resumes to the same weights an uninterrupted run reaches.
+
+Training other than classification runs in the same loop: a subclass of :class:`Trainer`
+overrides its hooks (the epoch's batches, the step, the logged fields, what the checkpoint
+keeps), as :class:`~audioset_data.baselines.triplet_training.TripletTrainer` does.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ from audioset_data.loaders import (
 )
 from audioset_data.loaders.embeddings import dequantize
 from audioset_data.loaders.losses import prior_balanced_bce
+from audioset_data.loaders.shards import ShardDataset, is_shard_source, shard_config_error
 from audioset_data.segments.labels import LabelIndex
 
 from .checkpoint import load_checkpoint, rng_states, save_checkpoint, set_rng_states
@@ -58,7 +65,7 @@ from .inference import (
     score_embeddings,
     score_loader,
 )
-from .models import build_model, model_defaults, model_options, reads_embeddings
+from .models import build_model, model_defaults, model_options, reads_embeddings, trains_in_bf16
 from .refine import RefinedTargets
 
 logger = logging.getLogger(__name__)
@@ -117,6 +124,13 @@ def warmup_cosine(total: int, warmup: float) -> Any:
 def _dataset(embeddings: bool, source: str, config: TrainConfig) -> Any:
     """The dataset of a split, cut to its first ``max_clips`` clips when asked: an audio cache,
     or for a model that reads the release's embeddings, the embeddings store of that name."""
+    if is_shard_source(source):  # tar shards of `audioset export --to webdataset`
+        problem = shard_config_error(source, embeddings=embeddings, refined=config.refined,
+                                     evaluation=source == config.eval)
+        if problem is not None:
+            raise problem
+        return ShardDataset(source, batch_size=config.batch_size, seed=config.seed,
+                            limit=config.max_clips or None, dtype="int16")
     if embeddings:
         data: Any = EmbeddingDataset(source, root=config.root)
         if config.max_clips and len(data) > config.max_clips:
@@ -190,23 +204,23 @@ class _TrackedBCE(PriorBalancedBCE):
 
 
 class Trainer:
-    """The state of one run; :meth:`fit` trains it. Most users call :func:`train`."""
+    """The state of one run; :meth:`fit` trains it. Most users call :func:`train`.
+
+    :meth:`fit` is the one loop (resume, log, evaluate, checkpoint); a subclass training
+    something else sets up its model and sampler with :meth:`_setup_process` and
+    :meth:`_setup_optimiser` and overrides the hooks: :meth:`_epoch_batches`,
+    :meth:`train_step`, :meth:`_log_fields`, :meth:`_saved_config` and :meth:`_extra_state`
+    (and :attr:`unit`, what a batch counts).
+    """
+
+    unit = "clips"
 
     def __init__(self, config: TrainConfig, *, progress: bool = True,
                  train_data: Any = None, eval_data: Any = None):
         """``train_data`` / ``eval_data``: datasets to use instead of the splits the config
         names (e.g. a stratified part of a store), of the kind the model reads."""
-        self.config = config
-        self.progress = progress
-        self.rank, self.world, local = _init_distributed(config.device)
-        self.device = resolve_device(config.device, local)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
-        self.bf16 = config.precision == "bf16" or (config.precision == "auto"
-                                                   and self.device.type == "cuda")
-        self.out = Path(config.out)
-        if self.rank == 0:
-            self.out.mkdir(parents=True, exist_ok=True)
+        self._setup_process(config, progress)
+        self.bf16 = trains_in_bf16(config.model, config.precision, self.device)
         use_deterministic(config.deterministic)
         # the same seed on every rank for the model's initial weights (DDP also broadcasts
         # rank 0's); the augmentation streams below are each rank's own
@@ -220,10 +234,12 @@ class Trainer:
                          else _dataset(self.embeddings, config.eval, config) if config.eval
                          else None)
         self.collate = collate_embeddings if self.embeddings else collate
-        targets = self.train_set.targets
-        counts = np.asarray(targets.sum(axis=0)).ravel()
-        self.priors = counts / max(1, targets.shape[0])
-        n_classes = targets.shape[1]
+        shards = isinstance(self.train_set, ShardDataset)  # a stream: its index counts labels
+        targets = None if shards else self.train_set.targets
+        counts = (self.train_set.label_counts if shards
+                  else np.asarray(targets.sum(axis=0)).ravel())
+        self.priors = counts / max(1, self.train_set.total if shards else targets.shape[0])
+        n_classes = len(counts)
 
         model = build_model(config.model, n_classes=n_classes, **self._model_options())
         self.frame_level = getattr(model, "frontend", "panns") == "vggish"
@@ -234,7 +250,8 @@ class Trainer:
                                   "SpecAugment and refined frame targets apply to log-mel "
                                   "models only")
         else:
-            rate = self.train_set.cache.sample_rate
+            data = self.train_set
+            rate = data.sample_rate if isinstance(data, ShardDataset) else data.cache.sample_rate
             self.frontend = frontend_for(model, rate).to(self.device)
         global_seed, spec_seed, mix_seed, self.loader_seed = rank_seeds(config.seed, self.rank)
         seed_everything(global_seed)  # dropout and anything else on the global generators
@@ -262,20 +279,36 @@ class Trainer:
         # an epoch shorter than one batch still trains: one smaller batch per epoch
         self.drop_last = len(self.sampler) >= config.batch_size
         self.batches_per_epoch = max(1, len(self.sampler) // config.batch_size)
-        self.total_steps = config.total_steps(self.batches_per_epoch)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.total_steps, config.warmup))
-        self.step = 0
-        self.epoch = 0
-        self.consumed = 0  # clips of the current epoch this rank has trained on
-        self.history: list[dict[str, Any]] = []
-        self.evaluation: EvaluationResult | None = None
+        self._setup_optimiser(model.parameters(), config.total_steps(self.batches_per_epoch))
         self._loader_cache: Any = None
         self._eval_labels: tuple[LabelIndex, int] | None = None
 
     # -- construction helpers -------------------------------------------------------------
+    def _setup_process(self, config: Any, progress: bool) -> None:
+        """This process's place in the run: rank, world size, device, output folder."""
+        self.config = config
+        self.progress = progress
+        self.rank, self.world, local = _init_distributed(config.device)
+        self.device = resolve_device(config.device, local)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.out = Path(config.out)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def _setup_optimiser(self, params: Iterable[torch.Tensor], total_steps: int) -> None:
+        """AdamW over ``params``, warm-up + cosine over ``total_steps``, the counters at 0."""
+        c = self.config
+        self.total_steps = total_steps
+        self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(total_steps, c.warmup))
+        self.step = 0
+        self.epoch = 0
+        self.consumed = 0  # items (clips) of the current epoch this rank has trained on
+        self.history: list[dict[str, Any]] = []
+        self.evaluation: EvaluationResult | None = None
+
     def _model_options(self) -> dict[str, Any]:
         return model_options(self.config)
 
@@ -295,6 +328,12 @@ class Trainer:
     def _sampler(self, targets: Any) -> Any:
         c = self.config
         common = {"seed": c.seed, "num_replicas": self.world, "rank": self.rank}
+        if isinstance(self.train_set, ShardDataset):  # a stream orders itself, epoch by epoch
+            if c.sampler != "shuffle":
+                logger.warning("shards are read in a shuffled order, not by a %s sampler "
+                               "(--sampler shuffle says so; --beta weights the loss by the "
+                               "priors instead)", c.sampler)
+            return self.train_set
         if c.sampler == "balanced":
             return BalancedSampler(targets, **common)
         if c.sampler == "weighted":
@@ -304,7 +343,8 @@ class Trainer:
     def _loader(self, dataset: Any, sampler: Any, *, train: bool) -> torch.utils.data.DataLoader:
         c = self.config
         return torch.utils.data.DataLoader(
-            dataset, batch_size=c.batch_size, sampler=sampler, collate_fn=self.collate,
+            dataset, batch_size=c.batch_size, collate_fn=self.collate,
+            sampler=None if isinstance(dataset, ShardDataset) else sampler,
             # an embeddings batch is one memory-mapped slice (well under a millisecond):
             # worker processes would only add pickling
             num_workers=0 if self.embeddings else c.num_workers,
@@ -337,6 +377,11 @@ class Trainer:
             ranks = gathered
         return {"consumed": self.consumed, "ranks": ranks}
 
+    def _saved_config(self) -> dict[str, Any]:
+        """The configuration the checkpoint stores, from which ``load_trained`` rebuilds the
+        model: a :class:`TrainConfig`'s plain values."""
+        return self.config.to_dict()
+
     def save(self, name: str = "last.pt") -> Path:
         """Checkpoint the whole state to ``out/name`` (rank 0 writes; all ranks wait)."""
         path = self.out / name
@@ -346,7 +391,7 @@ class Trainer:
         if self.rank == 0:
             save_checkpoint(path, model=self.model, optimizer=self.optimizer,
                             scheduler=self.scheduler, sampler_state=state, step=self.step,
-                            epoch=self.epoch, config=self.config.to_dict(), extra=extra)
+                            epoch=self.epoch, config=self._saved_config(), extra=extra)
         if self.world > 1:
             dist.barrier()
         return path
@@ -376,10 +421,21 @@ class Trainer:
             self.mixup.load_state_dict(mine["mixup"])
         if self.specaugment is not None and "specaugment" in mine:
             self.specaugment.generator.set_state(mine["specaugment"])
-        logger.info("resumed %s at step %d (epoch %d, %d clips in)", path, self.step,
-                    self.epoch, self.consumed)
+        logger.info("resumed %s at step %d (epoch %d, %d %s in)", path, self.step,
+                    self.epoch, self.consumed, self.unit)
 
     # -- training -------------------------------------------------------------------------
+    def _epoch_batches(self, end: int) -> Iterator[tuple[Any, int]]:
+        """This epoch's batches, each with the clips it holds, from the sampler's position
+        (mid-epoch when resumed). ``end``: the step this call of :meth:`fit` stops at."""
+        self.sampler.set_epoch(self.epoch)
+        if self.consumed:
+            state = self.sampler.state_dict()
+            state["position"] = self.consumed
+            self.sampler.load_state_dict(state)
+        for batch in self._loader(self.train_set, self.sampler, train=True):
+            yield batch, len(batch["key"])
+
     def _embedding_logits(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and targets of a batch of release embeddings (mixup mixes the frames; a
         mixed clip has the frames either of its two clips has)."""
@@ -478,6 +534,14 @@ class Trainer:
         self.evaluation = result
         return result
 
+    def _log_fields(self, loss: torch.Tensor) -> dict[str, Any]:
+        """A training line's fields beside step, learning rate and throughput (``loss``
+        among them); reading them waits for the device, so only logged steps do."""
+        # the loss over the classes the training split has (see _TrackedBCE)
+        tracked = self.criterion.last_present
+        return {"epoch": self.epoch, "loss": float(loss),
+                "loss_present": None if tracked is None else float(tracked)}
+
     def _log(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         if self.rank == 0:
@@ -498,44 +562,37 @@ class Trainer:
         end = self.total_steps if not c.stop_after else min(self.total_steps,
                                                             self.step + c.stop_after)
         while self.step < end:
-            self.sampler.set_epoch(self.epoch)
-            if self.consumed:
-                state = self.sampler.state_dict()
-                state["position"] = self.consumed
-                self.sampler.load_state_dict(state)
-            loader = self._loader(self.train_set, self.sampler, train=True)
             step_before = self.step
-            for batch in loader:
-                loss_t = self.train_step(batch)
-                self.step += 1
-                self.consumed += len(batch["key"])
-                seen += len(batch["key"])
-                bar.update(1)
-                if self.step % max(1, c.log_every) == 0 or self.step >= end:
-                    loss = float(loss_t)
-                    # the loss over the classes the training split has (see _TrackedBCE)
-                    tracked = self.criterion.last_present
-                    present = None if tracked is None else float(tracked)
-                    dt = time.perf_counter() - t0
-                    self._log({"step": self.step, "epoch": self.epoch, "loss": loss,
-                               "loss_present": present,
-                               "lr": self.scheduler.get_last_lr()[0],
-                               "clips_per_s": seen * self.world / max(dt, 1e-9)})
-                    bar.set_postfix(loss=f"{loss:.4f}", present=f"{present or 0.0:.3f}")
-                    t0, seen = time.perf_counter(), 0
-                if every and self.step % every == 0 and self.step < self.total_steps:
-                    self._log_eval()
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self.save()
-                if self.step >= end:
-                    break
-            else:
-                if self.step == step_before and not self.consumed:
-                    raise ConfigError(f"an epoch of {self.config.train!r} gave no batch: "
-                                      f"the sampler has {len(self.sampler)} clips")
-                self.epoch += 1
-                self.consumed = 0
-                continue
+            with closing(self._epoch_batches(end)) as batches:
+                for batch, n in batches:
+                    loss_t = self.train_step(batch)
+                    self.step += 1
+                    self.consumed += n
+                    seen += n
+                    bar.update(1)
+                    if self.step % max(1, c.log_every) == 0 or self.step >= end:
+                        fields = self._log_fields(loss_t)
+                        loss = fields["loss"]
+                        dt = time.perf_counter() - t0
+                        self._log({"step": self.step, **fields,
+                                   "lr": self.scheduler.get_last_lr()[0],
+                                   f"{self.unit}_per_s": seen * self.world / max(dt, 1e-9)})
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in fields.items()
+                                         if isinstance(v, float)})
+                        t0, seen = time.perf_counter(), 0
+                    if every and self.step % every == 0 and self.step < self.total_steps:
+                        self._log_eval()
+                    if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                        self.save()
+                    if self.step >= end:
+                        break
+                else:
+                    if self.step == step_before and not self.consumed:
+                        raise ConfigError(f"an epoch of {self.config.train!r} gave no batch: "
+                                          f"the sampler has {len(self.sampler)} clips")
+                    self.epoch += 1
+                    self.consumed = 0
+                    continue
             break
         bar.close()
         path = self.save()

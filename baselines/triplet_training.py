@@ -1,10 +1,10 @@
 """Training any baseline trunk on triplets, exporting its embeddings, and judging them.
 
-:class:`TripletTrainer` mirrors the supervised :class:`~audioset_data.baselines.training.Trainer`
-(AdamW, warm-up + cosine, gradient clipping, ``metrics.jsonl``, whole-state checkpoints that
-resume to the same weights) but optimises :func:`~audioset_data.baselines.triplets.triplet_loss`
-on the ``embedding(x)`` of the model over batches of
-:class:`~audioset_data.baselines.triplets.TripletSampler`. Its checkpoints carry a
+:class:`TripletTrainer` is the supervised :class:`~audioset_data.baselines.training.Trainer`
+(one loop: AdamW, warm-up + cosine, gradient clipping, ``metrics.jsonl``, whole-state
+checkpoints that resume to the same weights) with other batches and another step: it optimises
+:func:`~audioset_data.baselines.triplets.triplet_loss` on the ``embedding(x)`` of the model over
+batches of :class:`~audioset_data.baselines.triplets.TripletSampler`. Its checkpoints carry a
 :class:`~audioset_data.baselines.config.TrainConfig`, so everything that loads a trained model
 (``load_trained``, ``audioset mine --checkpoint``) loads a triplet-trained one too; the triplet
 settings sit in the checkpoint's ``extra``.
@@ -17,9 +17,8 @@ embedding without (or with very few) labels.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from audioset_data.config import PathLike
 from audioset_data.errors import ConfigError
@@ -37,13 +35,13 @@ from audioset_data.fileio import atomic_path
 from audioset_data.loaders import AudioSetDataset
 from audioset_data.segments.labels import LabelIndex
 
-from .checkpoint import file_digest, load_checkpoint, save_checkpoint
+from .checkpoint import file_digest
 from .config import TrainConfig
 from .embedding_index import embedder_for
 from .inference import frontend_for
 from .models import build_model
-from .training import resolve_device, seed_everything, warmup_cosine
-from .triplets import TripletRules, TripletSampler, triplet_loss
+from .training import Trainer, seed_everything
+from .triplets import TripletBatch, TripletRules, TripletSampler, triplet_loss
 
 logger = logging.getLogger(__name__)
 
@@ -135,16 +133,25 @@ class TripletResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class TripletTrainer:
-    """The state of one triplet run; :meth:`fit` trains it. Most users call
-    :func:`train_triplets`."""
+class TripletTrainer(Trainer):
+    """The state of one triplet run; :meth:`fit` trains it in :class:`Trainer`'s loop (resume,
+    ``metrics.jsonl``, checkpoints). Most users call :func:`train_triplets`.
+
+    The run is one endless epoch of :class:`~audioset_data.baselines.triplets.TripletSampler`
+    batches; it runs in one process (no DDP), without mixup, SpecAugment or an evaluation
+    split: the sampler draws its own noise, mixes and shifts from (seed, batch number).
+    """
+
+    unit = "triplets"
+    mixup = None
+    specaugment = None
+    eval_set = None
 
     def __init__(self, config: TripletConfig, *, progress: bool = True) -> None:
-        self.config = config
-        self.progress = progress
-        self.device = resolve_device(config.device)
-        self.out = Path(config.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._setup_process(config, progress)
+        if self.world > 1:
+            raise ConfigError(f"triplet training runs in one process; start it without "
+                              f"torchrun (WORLD_SIZE is {self.world})")
         seed_everything(config.seed)
         data = AudioSetDataset(config.train, root=config.root, dtype="int16")
         if config.max_clips and len(data) > config.max_clips:
@@ -163,94 +170,54 @@ class TripletTrainer:
         head = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1:]
         params = [p for name, p in model.named_parameters()
                   if not (head and name.startswith(head[0] + "."))]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr,
-                                           weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(config.steps, config.warmup))
-        self.step = 0
-        self.history: list[dict[str, Any]] = []
+        self._setup_optimiser(params, config.steps)
 
-    # -- checkpoints ----------------------------------------------------------------------
-    def save(self, name: str = "last.pt") -> Path:
-        """Checkpoint the whole state to ``out/name``."""
-        return save_checkpoint(self.out / name, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, sampler_state=self.sampler.state_dict(),
-                               step=self.step, epoch=0,
-                               config=self.config.train_config().to_dict(),
-                               extra={"triplet": self.config.to_dict()})
+    # -- what the checkpoint keeps --------------------------------------------------------
+    def _saved_config(self) -> dict[str, Any]:
+        """The trunk's supervised configuration, so ``load_trained`` rebuilds the model."""
+        return self.config.train_config().to_dict()
 
-    def resume(self, path: PathLike) -> None:
-        """Continue from a checkpoint written by :meth:`save`."""
-        info = load_checkpoint(path, model=self.model, optimizer=self.optimizer,
-                               scheduler=self.scheduler, map_location=self.device)
-        self.step = int(info["step"])
-        self.sampler.load_state_dict(info["sampler_state"])
-        logger.info("resumed %s at step %d", path, self.step)
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "triplet": self.config.to_dict()}
 
     # -- training -------------------------------------------------------------------------
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """The trunk's embedding of model inputs."""
-        return self.model.embedding(x)
-
-    def train_step(self, batch: Any) -> float:
-        """One optimiser step on a :class:`~audioset_data.baselines.triplets.TripletBatch`."""
-        self.model.train()
-        n = len(batch)
-        # one forward pass over all three so batch norm sees them together
-        emb = self.embed(torch.cat([batch.anchor, batch.positive, batch.negative]))
-        loss = triplet_loss(emb[:n], emb[n: 2 * n], emb[2 * n:], self.config.margin)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        return float(loss.detach())
-
-    def _log(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
-
-    def fit(self) -> TripletResult:
-        """Train until ``steps`` are done, checkpointing on the way."""
-        c = self.config
-        last = self.out / "last.pt"
-        if c.resume and last.is_file():
-            self.resume(last)
-        end = c.steps if not c.stop_after else min(c.steps, self.step + c.stop_after)
-        bar = tqdm(total=c.steps, initial=self.step, desc=f"triplets {c.model}",
-                   disable=not self.progress)
-        loss = float("nan")
-        t0, seen = time.perf_counter(), 0
-        # batch i is a pure function of (seed, i): the next one is read and turned into
-        # log-mel in a thread while this one trains, without changing what is drawn
+    def _epoch_batches(self, end: int) -> Iterator[tuple[TripletBatch, int]]:
+        """Batches from the sampler's position on, until the run's step ``end``: batch ``i``
+        is a pure function of (seed, i), so the next one is read and turned into log-mel in
+        a thread while this one trains, without changing what is drawn."""
         pool = ThreadPoolExecutor(1, thread_name_prefix="triplets")
-        ahead = pool.submit(self.sampler.batch, self.sampler.step) if self.step < end else None
         try:
+            ahead = pool.submit(self.sampler.batch, self.sampler.step)
             while ahead is not None:
                 batch = ahead.result()
                 self.sampler.step += 1
                 ahead = (pool.submit(self.sampler.batch, self.sampler.step)
                          if self.step + 1 < end else None)
-                loss = self.train_step(batch)
-                self.step += 1
-                seen += c.batch_size
-                bar.update(1)
-                if self.step % max(1, c.log_every) == 0 or self.step == c.steps:
-                    dt = time.perf_counter() - t0
-                    self._log({"step": self.step, "loss": loss,
-                               "lr": self.scheduler.get_last_lr()[0],
-                               "triplets_per_s": seen / max(dt, 1e-9)})
-                    bar.set_postfix(loss=f"{loss:.4f}")
-                    t0, seen = time.perf_counter(), 0
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self.save()
+                yield batch, len(batch)
         finally:
             pool.shutdown(cancel_futures=True)
-        bar.close()
-        path = self.save()
-        return TripletResult(self.step, loss, self.out, path, self.history)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The trunk's embedding of model inputs."""
+        return self.model.embedding(x)
+
+    def train_step(self, batch: TripletBatch) -> torch.Tensor:
+        """One optimiser step on a :class:`~audioset_data.baselines.triplets.TripletBatch`;
+        the loss as a detached tensor."""
+        self.model.train()
+        n = len(batch)
+        # one forward pass over all three so batch norm sees them together
+        emb = self.embed(torch.cat([batch.anchor, batch.positive, batch.negative]))
+        return self._optimise(triplet_loss(emb[:n], emb[n: 2 * n], emb[2 * n:],
+                                           self.config.margin))
+
+    def _log_fields(self, loss: torch.Tensor) -> dict[str, Any]:
+        return {"loss": float(loss)}
+
+    def fit(self) -> TripletResult:  # type: ignore[override]
+        """Train until ``steps`` are done, checkpointing on the way."""
+        done = super().fit()
+        return TripletResult(done.step, done.loss, done.out, done.checkpoint, done.history)
 
 
 def train_triplets(config: TripletConfig | None = None, *, progress: bool = True,

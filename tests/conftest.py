@@ -29,7 +29,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     root = tmp_path_factory.mktemp("audioset_home")
     monkeypatch.setenv("AUDIOSET_DATA_HOME", str(root))
     monkeypatch.delenv("AUDIOSET_ONTOLOGY_BASE_URL", raising=False)
-    monkeypatch.delenv("AUDIOSET_CSV_BASE_URL", raising=False)
+    for name in ("AUDIOSET_CSV_BASE_URL", "AUDIOSET_STRONG_BASE_URL", "AUDIOSET_FEATURES_URL",
+                 "AUDIOSET_SUBSETS_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
     return root
 
 

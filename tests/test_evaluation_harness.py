@@ -251,3 +251,31 @@ def test_summary_keys_are_short_and_stable_and_the_markdown_keeps_the_words():
     assert "| mAP (macro over defined classes) |" in text
     assert "| mAP 95% bootstrap interval |" in text and "mAP_interval_level" not in text
     assert json.loads(r.to_json())["summary"]["mAP"] == summary["mAP"]
+
+
+def test_micro_ap_is_computed_only_when_asked_for_and_unchanged(monkeypatch):
+    from audioset_data.evaluation import harness
+    from audioset_data.evaluation.metrics import micro_average_precision
+
+    calls = []
+
+    def counted(**kwargs):
+        calls.append(1)
+        return micro_average_precision(**kwargs)
+
+    monkeypatch.setattr(harness, "micro_average_precision", counted)
+    y, s, ids = _data()
+    s = np.round(s, 1)  # ties across clips and classes
+    known = np.random.default_rng(3).random(y.shape) < 0.9
+    for kwargs in ({}, {"known": known}):
+        calls.clear()
+        r = evaluate(y_true=y, y_score=s, clip_ids=ids, **kwargs)
+        r.to_frame()
+        r.with_context(priors="evaluated").to_frame()
+        assert r.metrics.mean_ap > 0 and calls == []  # nothing asked for the micro AP yet
+        want = micro_average_precision(y_true=y, y_score=s, **kwargs)
+        assert r.micro_ap == want and calls == [1]
+        assert r.summary()["micro_ap"] == want and calls == [1]  # kept, not recomputed
+        assert json.loads(r.to_json())["summary"]["micro_ap"] == want
+        assert "| micro AP (all pairs pooled) |" in r.to_markdown()
+        assert r.with_context(priors="evaluated").micro_ap == want and calls == [1]

@@ -225,3 +225,37 @@ def test_clip_logits_passes_gradients():
 
 def test_cnn14_is_exported_under_its_registry_name():
     assert MODELS["cnn14"] is Cnn14 and MODELS["fc"] is FullyConnected
+
+
+@pytest.mark.parametrize("pooling", ["decision", "feature"])
+def test_embedding_attention_logits_stay_finite_under_bf16_for_certain_clips(pooling):
+    """Under bf16 autocast 1 - 1e-7 rounds to 1: the pooling and the logit must run in float32,
+    or a clip the model is sure of gets an infinite logit and a NaN loss."""
+    from audioset_data.baselines.embedding import EmbeddingAttention
+
+    torch.manual_seed(0)
+    model = EmbeddingAttention(n_classes=5, hidden=(16,), pooling=pooling).eval()
+    with torch.no_grad():
+        head = model.cla if pooling == "decision" else model.head
+        head.bias.fill_(40.0)  # sigmoid(40) is 1 in bf16 and float32 alike
+    x = torch.randn(4, 10, 128)
+    mask = torch.ones(4, 10, dtype=torch.bool)
+    mask[1, 3:] = False
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x, mask)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.zeros(4, 5))
+    assert torch.isfinite(loss)
+
+
+def test_auto_precision_uses_bf16_on_cpu_only_for_models_that_declare_it(monkeypatch):
+    from audioset_data.baselines import models
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(models, "native_cpu_bf16", lambda: True)
+    assert models.trains_in_bf16("embedding-attention", "auto", cpu)
+    assert not models.trains_in_bf16("fc", "auto", cpu)
+    assert not models.trains_in_bf16("embedding-attention", "fp32", cpu)
+    assert models.trains_in_bf16("fc", "bf16", cpu)
+    monkeypatch.setattr(models, "native_cpu_bf16", lambda: False)
+    assert not models.trains_in_bf16("embedding-attention", "auto", cpu)

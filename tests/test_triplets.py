@@ -293,6 +293,39 @@ def test_resume_continues_to_the_same_weights(tmp_path):
                             second.model.state_dict().values(), strict=True):
         assert torch.equal(w, v), name
     assert second.sampler.step == whole.sampler.step == 6
+    # the same loop logs the same lines: steps 4-6 of the resumed call, as in the whole run
+    assert [r["loss"] for r in second.history] == [r["loss"] for r in whole.history[3:]]
+    assert [r["step"] for r in second.history] == [4, 5, 6]
+    assert set(whole.history[0]) == {"step", "loss", "lr", "triplets_per_s"}
+
+
+def test_a_triplet_checkpoint_of_the_earlier_layout_resumes_to_the_same_weights(tmp_path):
+    """Checkpoints written before the triplet run shared the supervised loop kept the sampler's
+    own state and only the triplet settings in ``extra`` (the RNG at the top level): they
+    resume as they did."""
+    from audioset_data.baselines.checkpoint import read_checkpoint
+
+    folder = tmp_path / "cache"
+    masked_band_cache(folder, per_class=2, seed=5, prefix="old")
+    base = TripletConfig(model="fc", train=str(folder), steps=4, batch_size=8, hidden=(32, 16),
+                         device="cpu", checkpoint_every=0, log_every=1)
+    whole = TripletTrainer(base.replace(out=str(tmp_path / "whole")), progress=False)
+    whole.fit()
+    split = base.replace(out=str(tmp_path / "split"), stop_after=2)
+    assert TripletTrainer(split, progress=False).fit().step == 2
+    last = tmp_path / "split" / "last.pt"
+    payload = read_checkpoint(last)
+    assert payload["extra"]["triplet"] == split.to_dict()
+    assert payload["config"]["model"] == "fc" and payload["sampler_state"]["step"] == 2
+    payload["extra"] = {"triplet": payload["extra"]["triplet"]}
+    payload["sampler_state"] = {"seed": 0, "step": 2}
+    torch.save(payload, last)
+    torch.manual_seed(7)
+    second = TripletTrainer(split, progress=False)
+    assert second.fit().step == 4
+    for (name, w), v in zip(whole.model.state_dict().items(),
+                            second.model.state_dict().values(), strict=True):
+        assert torch.equal(w, v), name
 
 
 # -- judging an embedding -----------------------------------------------------------------

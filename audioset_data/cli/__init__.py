@@ -22,6 +22,7 @@ from . import (
     evaluate,
     export,
     features,
+    importing,
     mine,
     ontology,
     refine,
@@ -31,7 +32,7 @@ from . import (
 
 #: The modules that each add one sub-command, in the order ``--help`` lists them.
 COMMANDS = (ontology, segments, download, cache, evaluate, features, train, mine, refine, embed,
-            export)
+            export, importing)
 
 
 def build_parser() -> argparse.ArgumentParser:

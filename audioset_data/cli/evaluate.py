@@ -9,6 +9,7 @@ from pathlib import Path
 from audioset_data.errors import EvaluationError
 from audioset_data.evaluation.context import label_index_for, load_ontology
 from audioset_data.evaluation.harness import evaluate_frames
+from audioset_data.evaluation.quality import load_quality
 from audioset_data.evaluation.scores_io import (
     cache_label_mids,
     evaluate_cached,
@@ -37,6 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--root", metavar="ROOT", help="data root folder")
     e.add_argument("--on", metavar="FILE",
                    help="evaluate only these clip ids (text file, one per line)")
+    e.add_argument("--subset", action="append", metavar="NAME",
+                   help="also evaluate on these clips, side by side (repeat or comma-separate): "
+                        "official (the split's segment list), ast (the eval clips AST "
+                        "evaluated, fetched and verified; mirrors via AUDIOSET_SUBSETS_BASE_URL), "
+                        "available (the clips the split's cache or embeddings store holds), or "
+                        "a FILE of YouTube ids or ytid_startms keys, one per line")
+    e.add_argument("--quality", metavar="FILE",
+                   help="Google's label quality file (qa_true_counts.csv: label_id,num_rated,"
+                        "num_true) shown beside each class's AP (default: the file of that name "
+                        "in the data root's remote/ folder, when there)")
     e.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="resamples for a confidence interval of the mAP (e.g. 1000)")
     e.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the bootstrap")
@@ -60,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     on = _read_ids(args.on) if args.on else None
+    if args.frames and args.subset:
+        raise EvaluationError("--subset names clips; with --frames evaluate the frame scores "
+                              "without it")
     if args.frames:
         result = _evaluate_frames(args)
     else:
@@ -67,12 +81,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         mids = cache_label_mids(args.split, args.root)
         ids, scores = read_scores(args.scores, ids_file=args.ids, label_mids=mids)
         result = evaluate_cached(ids, scores, split=args.split, root=args.root, on=on,
-                                 bootstrap=args.bootstrap, seed=args.seed, strict=args.strict)
+                                 bootstrap=args.bootstrap, seed=args.seed, strict=args.strict,
+                                 subsets=args.subset or ())
         if result.names == result.mids:
             # a cache of a subset of the labels, or in another order, is evaluated without the
             # official index: name its labels (and give them their mids) from it by mid
             result = result.with_context(
                 label_index=label_index_for(mids or result.mids, args.root))
+    quality = load_quality(args.quality, args.root)
+    if quality is not None:
+        result = result.with_context(quality=quality)
+        print(f"label quality from {quality.source}", file=sys.stderr)
     why = ""
     if args.plots:
         ontology, why = load_ontology(args.root)

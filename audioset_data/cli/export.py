@@ -1,8 +1,10 @@
-"""``audioset export``: a cached split to Hugging Face ``datasets`` or lhotse, or a PANNs HDF5
-copy into the cache.
+"""``audioset export``: a cached split to Hugging Face ``datasets``, lhotse or webdataset tar
+shards, or a PANNs HDF5 copy into the cache.
 
 ``audioset export --split eval --to hf OUT`` writes ``OUT/data.arrow``;
 ``--to lhotse OUT`` writes audio files and ``recordings.jsonl.gz`` / ``supervisions.jsonl.gz``;
+``--to webdataset OUT [--shard-size 256MB]`` writes ``OUT/eval-000000.tar ...`` and
+``OUT/eval-shards.json``;
 ``audioset export --from-panns eval.h5 --split eval --segments eval`` imports a PANNs file.
 """
 
@@ -17,6 +19,7 @@ from audioset_data.errors import ConfigError
 from audioset_data.interop.huggingface import ARROW_NAME, to_hf_dataset
 from audioset_data.interop.lhotse_export import to_lhotse
 from audioset_data.interop.panns import import_panns
+from audioset_data.interop.webdataset_export import DEFAULT_SHARD_SIZE, to_webdataset
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.segments.load import load_segments
 
@@ -33,7 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("out", nargs="?", metavar="OUT", help="output folder (with --to)")
     e.add_argument("--split", required=True, metavar="NAME", help="cache name")
     e.add_argument("--root", metavar="ROOT", help="data root folder")
-    e.add_argument("--to", choices=("hf", "lhotse"), help="export format")
+    e.add_argument("--to", choices=("hf", "lhotse", "webdataset"), help="export format")
+    e.add_argument("--shard-size", default=f"{DEFAULT_SHARD_SIZE // 10**6}MB", metavar="SIZE",
+                   help="with --to webdataset: bytes at which a tar shard closes, e.g. 64MB, "
+                        "1GB (default %(default)s: large enough that a request to object "
+                        "storage costs little beside streaming the shard; smaller for a small "
+                        "split read by many ranks and workers)")
     e.add_argument("--from-panns", metavar="FILE.h5", help="import this PANNs HDF5 file")
     e.add_argument("--segments", metavar="SPLIT_OR_CSV",
                    help="with --from-panns: the segment list the file was packed from (needed "
@@ -50,13 +58,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     with command_line_flags(overwrite="--overwrite", fmt="--format",
-                            audio_format="--audio-format"):
+                            audio_format="--audio-format", shard_size="--shard-size"):
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
     if bool(args.to) == bool(args.from_panns):
-        raise ConfigError("give either --to hf|lhotse OUT or --from-panns FILE.h5")
+        raise ConfigError("give either --to hf|lhotse|webdataset OUT or --from-panns FILE.h5")
     index = (LabelIndex.from_file(args.labels) if args.labels
              else LabelIndex.load(root=args.root))
     if args.from_panns:
@@ -70,6 +78,12 @@ def _run(args: argparse.Namespace) -> int:
         raise ConfigError("--to needs an output folder OUT")
 
     cache = open_cache(args.split, args.root)
+    if args.to == "webdataset":
+        done = to_webdataset(cache, args.out, label_index=index, shard_size=args.shard_size,
+                             overwrite=args.overwrite, progress=sys.stderr.isatty())
+        print(f"{done.clips} clips in {len(done.shards)} shards -> {args.out}; index: "
+              f"{done.index}", file=sys.stderr)
+        return 0
     if args.to == "hf":
         ds = to_hf_dataset(cache, args.out, label_index=index, audio_format=args.audio_format,
                            overwrite=args.overwrite)

@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "from OUT/last.pt. Under torchrun each process trains "
                                    "its share (DDP).")
     add_config_arguments(t)
+    t.add_argument("--train-shards", metavar="INDEX",
+                   help="train from the tar shards of `audioset export --to webdataset` instead "
+                        "of a cache: their index (OUT/NAME-shards.json, a folder holding it, or "
+                        "its address, e.g. 'pipe:aws s3 cp s3://bucket/as/NAME-shards.json -'); "
+                        "the shards are read from where the index is, each rank its own")
     t.set_defaults(func=_train)
 
     b = sub.add_parser("benchmark", help="the reference benchmark: train, evaluate, one table",
@@ -84,6 +89,16 @@ def _train(args: argparse.Namespace) -> int:
 
     # the model's own recipe where it has one (the embedding models), then the flags given
     base = TrainConfig(**model_defaults(args.cfg_model or TrainConfig.model))
+    if args.train_shards:
+        from audioset_data.loaders.shards import is_shard_source
+
+        if args.cfg_train:
+            raise ConfigError("give --train (a cache) or --train-shards (a shard index), not both")
+        if not is_shard_source(args.train_shards):
+            raise ConfigError(f"--train-shards {args.train_shards!r} names no shard index: give "
+                              "NAME-shards.json, a folder holding it, or a pipe:/http(s):// "
+                              "address of it")
+        args.cfg_train = args.train_shards
     config = config_from_args(args, base)
     _note_cpu(config.model, config.device)
     result = baselines.train(config)

@@ -4,7 +4,9 @@
 an :class:`EvaluationResult`: per-class metrics with names, priors and ontology branches, the
 headline averages (each clearly named), and a record of what was evaluated: the clips
 evaluated against the clips listed, a hash of the evaluated clip-id list and of the label set.
-``on=ids`` restricts the evaluation to another paper's clip list so two numbers compare.
+``on=ids`` restricts the evaluation to another paper's clip list so two numbers compare, and
+``subset=`` to a named one (``official``, ``ast``, ``available`` or a file of ids; see
+:mod:`~audioset_data.evaluation.subsets`). The micro AP is computed when first asked for.
 
 :func:`gather_scores` joins the scores of several ranks (distributed evaluation), dropping
 the repeated clips that a distributed sampler pads with, by clip id.
@@ -12,7 +14,6 @@ the repeated clips that a distributed sampler pads with, by clip id.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterable, Sequence
@@ -30,6 +31,15 @@ from audioset_data.segments.labels import LabelIndex
 
 from .bootstrap import BootstrapResult, bootstrap_map
 from .metrics import ClassMetrics, _truth_and_scores, class_metrics, micro_average_precision
+from .quality import LabelQuality, as_quality, quality_correlation
+from .subsets import (
+    SUBSET_LABELS,
+    Subset,
+    SubsetComparison,
+    SubsetCoverage,
+    id_list_hash,
+    resolve_subset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +66,10 @@ SUMMARY_LABELS = {
     "mAP_propagated": "mAP, labels propagated to ancestors",
     "mAP_interval": "mAP {level} bootstrap interval",
     "mAP_by_branch": "mAP per top-level branch",
+    "ap_quality_spearman": "Spearman correlation of AP with label quality",
+    "ap_quality_classes": "classes with an AP and a label quality",
+    **SUBSET_LABELS,
 }
-
-
-def id_list_hash(ids: Iterable[str]) -> str:
-    """SHA-256 of the sorted, newline-joined clip ids: the same set gives the same hash."""
-    text = "\n".join(sorted(str(i) for i in ids))
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass
@@ -74,7 +81,6 @@ class EvaluationResult:
     names: list[str]
     clip_ids: list[str] | None
     n_listed: int | None
-    micro_ap: float
     level: str = "clip"
     priors: np.ndarray | None = None
     branches: list[list[str]] | None = None
@@ -83,7 +89,35 @@ class EvaluationResult:
     not_evaluated: list[str] = field(default_factory=list)
     unscored: int = 0  # clips with labels but no scores (left out)
     not_in_labels: int = 0  # scored clips without labels (left out)
+    #: the named subset this result was restricted to, and how the scores covered it
+    subset: SubsetCoverage | None = None
+    #: the same scores on other subsets, side by side (``evaluate_cached(subsets=...)``)
+    subsets: SubsetComparison | None = None
+    #: label quality of each class (Google's rating counts), aligned with ``mids``
+    quality: LabelQuality | None = None
     _curves: tuple[Any, Any] | None = field(default=None, repr=False)
+    _known: Any = field(default=None, repr=False)
+    _micro_ap: float | None = field(default=None, repr=False)
+
+    @property
+    def micro_ap(self) -> float:
+        """Micro AP, all (clip, class) pairs pooled: computed on first use (it costs more than
+        every per-class metric together), then kept."""
+        if self._micro_ap is None:
+            if self._curves is None:
+                return float("nan")
+            targets, scores = self._curves
+            self._micro_ap = float(micro_average_precision(y_true=targets, y_score=scores,
+                                                           known=self._known))
+        return self._micro_ap
+
+    def quality_correlation(self) -> tuple[float, int]:
+        """``(rho, n)``: Spearman's correlation of AP with label quality over the ``n`` defined
+        classes that were rated (NaN without label quality)."""
+        if self.quality is None:
+            return float("nan"), 0
+        ap = np.where(self.metrics.defined, self.metrics.ap, np.nan)
+        return quality_correlation(ap, self.quality.quality)
 
     @property
     def n_clips(self) -> int:
@@ -114,6 +148,8 @@ class EvaluationResult:
             out["clips_sha256"] = id_list_hash(self.clip_ids)
         if self.n_listed is not None:
             out["clips_listed"] = self.n_listed
+        if self.subset is not None:
+            out.update(self.subset.fields())
         if self.not_evaluated:
             out["requested_without_scores"] = len(self.not_evaluated)
         if self.unscored:
@@ -128,10 +164,14 @@ class EvaluationResult:
             out["mAP_interval_level"] = float(getattr(b, "confidence", 0.95))
         if self.branches is not None:
             out["mAP_by_branch"] = {k: _num(v) for k, v in self.branch_means().items()}
+        if self.quality is not None:
+            rho, n = self.quality_correlation()
+            out["ap_quality_spearman"] = _num(rho)
+            out["ap_quality_classes"] = n
         return out
 
     def with_context(self, *, label_index: Any = None, ontology: Any = None,
-                     priors: Any = None) -> EvaluationResult:
+                     priors: Any = None, quality: Any = None) -> EvaluationResult:
         """A copy of this result with what it was computed without. The plots of
         :meth:`plot` need priors (AP against prior) and an ontology (mAP per branch).
 
@@ -147,6 +187,11 @@ class EvaluationResult:
         priors
             Per-class priors (an array or a ``ClassPriors``), or ``"evaluated"``: each label's
             share of the evaluated clips (known pairs only, where some are unknown).
+        quality
+            Label quality (a :class:`~audioset_data.evaluation.quality.LabelQuality` or the
+            path of a ``qa_true_counts.csv`` whose ``label_id`` count in ``label_index``),
+            matched with the labels by mid (or by class number for a result whose labels are
+            numbered): shown beside each class's AP.
         """
         mids, names = list(self.mids), list(self.names)
         if label_index is not None:
@@ -174,8 +219,11 @@ class EvaluationResult:
                 raise EvaluationError("this result holds no targets and scores to propagate")
             branches, propagated = _ontology_parts(LabelIndex(mids, names), ontology,
                                                    targets, scores)
+        aligned = self.quality
+        if quality is not None:
+            aligned = as_quality(quality, label_index).aligned(mids)
         return replace(self, mids=mids, names=names, priors=prior, branches=branches,
-                                   propagated=propagated)
+                       propagated=propagated, quality=aligned)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per class: mid, name, AP, AUC, d-prime, EER, counts, prior, branch."""
@@ -191,6 +239,9 @@ class EvaluationResult:
             frame["branch"] = [", ".join(b) for b in self.branches]
         if self.propagated is not None:
             frame["ap_propagated"] = self.propagated.ap
+        if self.quality is not None:
+            frame["quality"] = self.quality.quality
+            frame["num_rated"] = self.quality.num_rated
         return frame
 
     def branch_means(self) -> dict[str, float]:
@@ -209,8 +260,10 @@ class EvaluationResult:
     def to_json(self, path: PathLike | None = None) -> str:
         """Summary and per-class table as JSON (written to ``path`` when given)."""
         frame = self.to_frame().replace({np.nan: None})
-        text = json.dumps({"summary": self.summary(),
-                           "classes": frame.to_dict("records")}, indent=1, default=_num)
+        data: dict[str, Any] = {"summary": self.summary(), "classes": frame.to_dict("records")}
+        if self.subsets is not None:
+            data["subsets"] = self.subsets.to_dict()
+        text = json.dumps(data, indent=1, default=_num)
         if path is not None:
             Path(path).write_text(text)
         return text
@@ -223,6 +276,8 @@ class EvaluationResult:
         for k, v in summary.items():
             if isinstance(v, dict):
                 v = "; ".join(f"{a} {b:.3f}" for a, b in v.items() if b is not None)
+            elif isinstance(v, list) and k == "subset_unknown_examples":
+                v = ", ".join(v)
             elif isinstance(v, float):
                 v = f"{v:.4f}"
             label = SUMMARY_LABELS.get(k, k).replace("{level}", f"{level:.0%}")
@@ -230,17 +285,27 @@ class EvaluationResult:
         frame = self.to_frame()
         frame = frame[frame["defined"]].sort_values("ap", ascending=False)
         cols = ["name", "ap", "auc", "dprime", "n_pos"]
+        if self.quality is not None:
+            cols.append("quality")
         for title, part in (("best", frame.head(top)), ("worst", frame.tail(top)[::-1])):
             lines += ["", f"{title} {len(part)} classes by AP:", "",
                       "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
             for r in part.itertuples():
-                lines.append(f"| {r.name} | {r.ap:.3f} | {r.auc:.3f} | {r.dprime:.3f} | "
-                             f"{r.n_pos} |")
+                row = (f"| {r.name} | {r.ap:.3f} | {r.auc:.3f} | {r.dprime:.3f} | "
+                       f"{r.n_pos} |")
+                if self.quality is not None:
+                    q = r.quality
+                    row += f" {q:.2f} ({r.num_rated}) |" if np.isfinite(q) else " — |"
+                lines.append(row)
+        if self.subsets is not None:
+            lines += ["", f"the same scores on each subset of {self.subsets.split}:", "",
+                      self.subsets.to_markdown().rstrip("\n")]
         return "\n".join(lines) + "\n"
 
     def plot(self, folder: PathLike, classes: Sequence[str] = ()) -> list[Path]:
-        """Write the plots to ``folder``: AP against prior (log axis), mAP per branch, and
-        precision-recall curves of ``classes`` (mids or names). Returns the files."""
+        """Write the plots to ``folder``: AP against prior (log axis), mAP per branch, AP
+        against label quality, and precision-recall curves of ``classes`` (mids or names), each
+        where the result holds what it needs. Returns the files."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -269,6 +334,19 @@ class EvaluationResult:
             ax.set_xlabel("mAP")
             fig.tight_layout()
             out.append(folder / "map_per_branch.png")
+            fig.savefig(out[-1], dpi=120)
+            plt.close(fig)
+        if self.quality is not None:
+            rho, n = self.quality_correlation()
+            fig, ax = plt.subplots(figsize=(6, 4))
+            q = np.where(frame["defined"], frame["quality"], np.nan)
+            ax.scatter(q, frame["ap"], s=6)
+            ax.set_xlabel("label quality (share of rated labels confirmed)")
+            ax.set_ylabel("average precision")
+            rho_text = f"{rho:.2f}" if np.isfinite(rho) else "undefined"
+            ax.set_title(f"AP against label quality: Spearman ρ = {rho_text} ({n} classes)")
+            fig.tight_layout()
+            out.append(folder / "ap_vs_quality.png")
             fig.savefig(out[-1], dpi=120)
             plt.close(fig)
         if classes and self._curves is not None:
@@ -351,6 +429,10 @@ def evaluate(
     bootstrap: int = 0,
     seed: int = 0,
     level: str = "clip",
+    subset: str | Subset | None = None,
+    split: str = "eval",
+    root: PathLike | None = None,
+    quality: Any = None,
 ) -> EvaluationResult:
     """Evaluate scores against targets (clips × labels) and record what on.
 
@@ -380,6 +462,20 @@ def evaluate(
         and excluded).
     bootstrap
         Resamples for a confidence interval of the mAP over clips (0: none).
+    subset, split, root
+        Restrict to a named subset of ``split``'s clips (needs ``clip_ids``): ``"official"``
+        (its segment list), ``"ast"`` (the eval clips AST evaluated), ``"available"`` (the
+        clips its cache or embeddings store under ``root`` holds), a file of ids, or a
+        :class:`~audioset_data.evaluation.subsets.Subset`. The result records the subset and
+        how many of its clips have scores (:attr:`EvaluationResult.subset`).
+    quality
+        Label quality (a ``LabelQuality`` or the path of a ``qa_true_counts.csv``) shown beside
+        each class's AP; see :meth:`EvaluationResult.with_context`.
+
+    Raises
+    ------
+    EvaluationError
+        Shapes, values or ids that cannot be evaluated; no clip of ``subset`` scored.
     """
     targets, scores = _truth_and_scores(y_true, y_score, targets, scores, "evaluate")
     n_labels = len(label_index) if label_index is not None else None
@@ -390,6 +486,20 @@ def evaluate(
         raise EvaluationError(f"{len(ids)} clip ids for {scores.shape[0]} score rows")
     if ids is not None and len(set(ids)) != len(ids):
         raise EvaluationError("clip ids repeat: join ranks with gather_scores first")
+    coverage = None
+    if subset is not None:
+        if ids is None:
+            raise EvaluationError("subset= needs clip_ids to know which row is which clip")
+        if on is not None:
+            raise EvaluationError("pass on= or subset=, not both (a file of ids is a subset)")
+        chosen = resolve_subset(subset, split=split, root=root)
+        coverage = SubsetCoverage.of(chosen, ids)
+        if not coverage.scored:
+            raise EvaluationError(f"none of the {len(chosen):,} clips of subset "
+                                  f"{chosen.name!r} has scores (clip ids are ytid_startms "
+                                  "keys)")
+        on = chosen.keys
+        n_listed = len(chosen) if n_listed is None else n_listed
     if on is not None:
         if ids is None:
             raise EvaluationError("on= needs clip_ids to know which row is which clip")
@@ -416,12 +526,14 @@ def evaluate(
     if bootstrap:
         boot = bootstrap_map(y_true=targets, y_score=scores, n_resamples=bootstrap, seed=seed,
                              known=known)
-    return EvaluationResult(
+    result = EvaluationResult(
         metrics=metrics, mids=mids, names=names, clip_ids=ids, n_listed=n_listed,
-        micro_ap=float(micro_average_precision(y_true=targets, y_score=scores, known=known)),
         level=level, priors=prior, branches=branches, propagated=propagated, bootstrap=boot,
-        not_evaluated=not_evaluated, _curves=(targets, scores),
+        not_evaluated=not_evaluated, subset=coverage, _curves=(targets, scores), _known=known,
     )
+    if quality is not None:
+        result = result.with_context(quality=as_quality(quality, label_index))
+    return result
 
 
 def _priors(priors: Any, n_labels: int) -> np.ndarray | None:

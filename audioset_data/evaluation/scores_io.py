@@ -31,6 +31,7 @@ from audioset_data.segments.splits import SplitNameError, canonical_split
 
 from .context import label_index_for
 from .harness import EvaluationResult, evaluate
+from .subsets import Subset, SubsetComparison, SubsetCoverage, resolve_subsets
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +295,17 @@ def evaluate_cached(
     bootstrap: int = 0,
     seed: int = 0,
     strict: bool = False,
+    subsets: Sequence[str | Subset] = (),
 ) -> EvaluationResult:
     """Evaluate scores against the labels of a split, aligned by clip id: its audio cache,
     else its embeddings store, else the official segment list of that name.
 
     Clips of the cache without scores and scores for clips the cache does not hold are
     reported (logged and counted in the result), never matched by position; ``strict`` makes
-    any scored clip the cache does not hold an error.
+    any scored clip the cache does not hold an error. ``subsets`` (names such as
+    ``"official"``, ``"ast"``, ``"available"``, files of ids; see
+    :mod:`~audioset_data.evaluation.subsets`) also evaluates the scores on each, side by side
+    in :attr:`EvaluationResult.subsets`.
     """
     source = _labels_of(split, root)
     keys = source.keys
@@ -337,13 +342,38 @@ def evaluate_cached(
             label_index = None
         if label_index is not None and len(label_index) != source.targets.shape[1]:
             label_index = None
-    result = evaluate(y_score=np.asarray(scores)[have], y_true=targets,
-                      clip_ids=[ids[i] for i in have],
+    scored_ids = [ids[i] for i in have]
+    scored = np.asarray(scores)[have]
+    result = evaluate(y_score=scored, y_true=targets, clip_ids=scored_ids,
                       on=on, label_index=label_index, n_listed=listed, bootstrap=bootstrap,
                       seed=seed)
     result.unscored = missing
     result.not_in_labels = extra
+    if subsets:
+        result.subsets = _compare(subsets, ids, scored, targets, scored_ids, pos, split, root,
+                                  label_index)
     return result
+
+
+def _compare(subsets: Sequence[str | Subset], ids: Sequence[str], scores: np.ndarray,
+             targets: Any, labelled_ids: list[str], labelled: dict[str, int], split: str,
+             root: PathLike | None, label_index: LabelIndex | None) -> SubsetComparison:
+    """The scored, labelled clips evaluated on each subset; a subset none of whose clips is
+    scored and labelled keeps its record with no metrics."""
+    chosen = resolve_subsets(subsets, split=split, root=root)
+    coverage, results = [], []
+    for sub in chosen:
+        cov = SubsetCoverage.of(sub, ids, labelled)
+        r = None
+        if cov.scored - cov.no_labels > 0:
+            r = evaluate(y_score=scores, y_true=targets, clip_ids=labelled_ids, on=sub.keys,
+                         label_index=label_index, n_listed=len(sub))
+            r.subset = cov
+        else:
+            logger.warning("no clip of subset %s is scored and labelled", sub.name)
+        coverage.append(cov)
+        results.append(r)
+    return SubsetComparison(split, coverage, results)
 
 
 __all__ = ["MAX_LABELS", "cache_label_mids", "evaluate_cached", "read_frame_scores",

@@ -4,8 +4,15 @@
   plus labels, key, ytid and start), memory-mapped from one Arrow file.
 - :func:`to_lhotse` writes a cached split as lhotse manifests (recordings referencing FLAC or
   WAV files, one supervision per clip carrying its labels).
+- :func:`to_webdataset` writes a cached split as tar shards ``webdataset`` reads as they are
+  (the stored audio bytes and a JSON of labels per clip), with an index for multi-machine
+  training.
 - :func:`import_panns` reads a split from a local copy in PANNs' HDF5 layout into the
-  project's cache, so the audio need not be crawled again.
+  project's cache, so the audio need not be crawled again; :func:`import_passt` (PaSST's and
+  EfficientAT's MP3 HDF5), :func:`import_hf_parquet` (``agkphysics/AudioSet`` parquet shards)
+  and :func:`import_webdataset` (tar shards such as ``confit/audioset-16khz-wds``) do the same
+  for the other copies people keep, each checked against the segment list
+  (:class:`ImportReport`).
 
 ``datasets`` and ``lhotse`` are optional extras (``pip install audioset-data[hf]`` /
 ``[lhotse]``), imported only inside the functions that need them: importing this package
@@ -39,8 +46,13 @@ AUDIO_FORMATS = ("flac", "wav")
 _EXPORTS = {
     "to_hf_dataset": ".huggingface",
     "to_lhotse": ".lhotse_export",
+    "to_webdataset": ".webdataset_export",
     "import_panns": ".panns",
     "PannsImport": ".panns",
+    "import_passt": ".passt_h5",
+    "import_hf_parquet": ".hf_parquet",
+    "import_webdataset": ".wds_import",
+    "ImportReport": ".copies",
 }
 
 
@@ -147,4 +159,6 @@ def clip_batches(cache: AudioSetCache, positions: np.ndarray, batch_size: int
         yield pos, cache.read(pos)
 
 
-__all__ = ["AUDIO_FORMATS", "PannsImport", "import_panns", "to_hf_dataset", "to_lhotse"]
+__all__ = ["AUDIO_FORMATS", "ImportReport", "PannsImport", "import_hf_parquet", "import_panns",
+           "import_passt", "import_webdataset", "to_hf_dataset", "to_lhotse",
+           "to_webdataset"]
