@@ -198,12 +198,12 @@ def test_passt_mp3_file_round_trips_with_counts(tmp_path, eval_part, label_index
 
 def test_an_interrupted_import_keeps_its_clips_and_resumes(tmp_path, eval_part, label_index,
                                                            monkeypatch):
-    from audioset_data.interop import copies
+    from audioset_data.interop.copies import importer
 
     h5 = tmp_path / "eval_segments_mp3.hdf"
     _write_passt(h5, eval_part, tmp_path, rows=list(range(8)), empty=-1, damaged=-1,
                  relabel=-1, unlisted="zzzzzzzzzzz", duplicate=0, part_prefix=-1)
-    encode, calls = copies.encode_clip, []
+    encode, calls = importer.encode_clip, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -211,13 +211,13 @@ def test_an_interrupted_import_keeps_its_clips_and_resumes(tmp_path, eval_part, 
             raise KeyboardInterrupt
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(copies, "encode_clip", interrupted)
+    monkeypatch.setattr(importer, "encode_clip", interrupted)
     folder = tmp_path / "cache"
     with pytest.raises(KeyboardInterrupt):
         import_passt(h5, folder=folder, segments=eval_part, label_index=label_index,
                      batch_size=2, progress=False)
     assert len(AudioSetCache(folder)) == 3  # the clips decoded before the interruption
-    monkeypatch.setattr(copies, "encode_clip", encode)
+    monkeypatch.setattr(importer, "encode_clip", encode)
     rest = import_passt(h5, folder=folder, segments=eval_part, label_index=label_index,
                         progress=False)
     assert rest.imported == 5 and rest.count(CACHED) == 3
@@ -482,9 +482,10 @@ def test_starts_match_in_seconds_or_milliseconds(eval_part):
 
 
 def test_doctests():
-    from audioset_data.interop import copies, wds_import
+    from audioset_data.interop import wds_import
+    from audioset_data.interop.copies import names
 
-    for module in (copies, wds_import):
+    for module in (names, wds_import):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted >= 2
 

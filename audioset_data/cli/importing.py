@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from audioset_data.errors import ConfigError
-from audioset_data.interop.copies import expand_paths
+from audioset_data.interop.copies.names import expand_paths
 from audioset_data.interop.hf_parquet import import_hf_parquet
 from audioset_data.interop.panns import import_panns
 from audioset_data.interop.passt_h5 import import_passt

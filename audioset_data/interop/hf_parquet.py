@@ -15,8 +15,8 @@ The dataset's card describes parquet shards (``data/bal_train/*.parquet``,
     the same labels as display names (``["Speech", "Gush"]``).
 
 Most clips are 48 kHz, 24-bit FLAC, about 10 % 44.1 kHz. A clip is stored as it is when the
-cache can hold it so (a FLAC cache at its rate, one channel: see :mod:`.copies`); the rest is
-decoded and resampled once. The cache's rate defaults to the first clip's (48 kHz); pass
+cache can hold it so (a FLAC cache at its rate, one channel: see :mod:`.copies.decoding`); the
+rest is decoded and resampled once. The cache's rate defaults to the first clip's (48 kHz); pass
 ``sample_rate=32000`` (``--sample-rate``) for a cache at PANNs' rate. Labels come from
 ``labels``, else from ``human_labels`` (names are looked up in the label index).
 """
@@ -37,16 +37,10 @@ from audioset_data.config import PathLike
 from audioset_data.errors import CacheError
 from audioset_data.segments.labels import LabelIndex
 
-from .copies import (
-    Copy,
-    ImportReport,
-    cache_folder,
-    expand_paths,
-    import_copy,
-    label_columns,
-    parse_clip_name,
-    rows_to_matrix,
-)
+from .copies.importer import import_copy
+from .copies.names import cache_folder, expand_paths, parse_clip_name
+from .copies.report import ImportReport
+from .copies.rows import Copy, label_columns, rows_to_matrix
 
 if TYPE_CHECKING:
     from audioset_data.segments.table import Segments

@@ -34,7 +34,10 @@ from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
 from audioset_data.segments.labels import LabelIndex
 
-from .copies import PLACEHOLDER, Copy, ImportReport, blocks, import_copy, parse_clip_name
+from .copies.importer import import_copy
+from .copies.names import parse_clip_name
+from .copies.report import PLACEHOLDER, ImportReport
+from .copies.rows import Copy, blocks
 
 if TYPE_CHECKING:
     from audioset_data.segments.table import Segments
@@ -45,7 +48,8 @@ logger = logging.getLogger(__name__)
 PANNS_SAMPLE_RATE = 32000
 #: What :func:`import_panns` returns (the report every import gives).
 PannsImport = ImportReport
-#: ``(ytid, start, end)`` of a PANNs ``audio_name`` (see :func:`.copies.parse_clip_name`).
+#: ``(ytid, start, end)`` of a PANNs ``audio_name`` (see
+#: :func:`.copies.names.parse_clip_name`).
 parse_audio_name = parse_clip_name
 
 

@@ -18,8 +18,8 @@ WAV files to MP3 (``ffmpeg -codec:a mp3 -ar 32000``) and packs a split into one 
 Only the clips the packer found are in the file, so there are no placeholder rows; an empty
 ``mp3`` row is still skipped and counted. The MP3 is decoded once (as PaSST's loader decodes
 it: FFmpeg's MP3 decoder, gapless) and stored in the cache's format, FLAC unless told
-otherwise, at the MP3's own rate: the cache cannot hold MP3 as it is (see :mod:`.copies` for
-why it gets no MP3 format).
+otherwise, at the MP3's own rate: the cache cannot hold MP3 as it is (see
+:mod:`.copies.decoding` for why it gets no MP3 format).
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
 from audioset_data.segments.labels import LabelIndex
 
-from .copies import Copy, ImportReport, blocks, cache_folder, import_copy, parse_clip_name
+from .copies.importer import import_copy
+from .copies.names import cache_folder, parse_clip_name
+from .copies.report import ImportReport
+from .copies.rows import Copy, blocks
 
 if TYPE_CHECKING:
     from audioset_data.segments.table import Segments

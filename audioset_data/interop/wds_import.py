@@ -22,7 +22,7 @@ labels
 Members are only read, never extracted: their names never become paths, links and other
 non-file members are ignored, and an oversized member counts as damaged. A FLAC (or Opus)
 clip at the cache's rate and in its format goes in as it is; the rest is decoded once (see
-:mod:`.copies`). The cache's rate defaults to the first clip's (16 kHz for confit).
+:mod:`.copies.decoding`). The cache's rate defaults to the first clip's (16 kHz for confit).
 """
 
 from __future__ import annotations
@@ -43,17 +43,10 @@ from audioset_data.config import PathLike
 from audioset_data.errors import CacheError
 from audioset_data.segments.labels import LabelIndex
 
-from .copies import (
-    DAMAGED,
-    Copy,
-    ImportReport,
-    cache_folder,
-    expand_paths,
-    import_copy,
-    label_columns,
-    parse_clip_name,
-    rows_to_matrix,
-)
+from .copies.importer import import_copy
+from .copies.names import cache_folder, expand_paths, parse_clip_name
+from .copies.report import DAMAGED, ImportReport
+from .copies.rows import Copy, label_columns, rows_to_matrix
 
 if TYPE_CHECKING:
     from audioset_data.segments.table import Segments
