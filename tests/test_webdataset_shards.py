@@ -382,3 +382,24 @@ def test_two_ddp_ranks_read_their_own_shards_and_train(sound_shards, tmp_path):
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
              if '"loss"' in x]
     assert steps[-1] == 12 // 3  # each rank trains on its half of the 24-clip epoch
+
+
+def test_exported_shards_import_back_into_a_cache_byte_for_byte(flac_shards, tmp_path):
+    """``audioset export --to webdataset`` then ``audioset import wds``: the same clips, labels
+    and stored FLAC bytes, without a segment list (the JSON carries id, start and labels)."""
+    from audioset_data.interop.wds_import import import_webdataset
+
+    cache, clips, done = flac_shards
+    report = import_webdataset(done.paths[0].parent, folder=tmp_path / "back",
+                               label_index=LabelIndex(MIDS, [f"s{j}" for j in range(len(MIDS))]),
+                               progress=False)
+    back = AudioSetCache(tmp_path / "back")
+    assert sorted(back.keys()) == sorted(cache.keys()) == sorted(c.key for c in clips)
+    assert report.summary()["imported"] == len(clips)
+    order = back.positions(cache.keys())
+    assert (back.targets()[order] != cache.targets()).nnz == 0
+    assert _stored(tmp_path / "back") == _stored(tmp_path / "cache")
+    again = import_webdataset(done.paths[0].parent, folder=tmp_path / "back",
+                              label_index=LabelIndex(MIDS, [f"s{j}" for j in range(len(MIDS))]),
+                              progress=False)
+    assert again.summary()["imported"] == 0 and again.summary()["already_cached"] == len(clips)
