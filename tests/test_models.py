@@ -259,3 +259,28 @@ def test_auto_precision_uses_bf16_on_cpu_only_for_models_that_declare_it(monkeyp
     assert models.trains_in_bf16("fc", "bf16", cpu)
     monkeypatch.setattr(models, "native_cpu_bf16", lambda: False)
     assert not models.trains_in_bf16("embedding-attention", "auto", cpu)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_byte_dropout_keeps_one_minus_p_and_preserves_the_mean(p):
+    """Many random draws: the kept share is 1 - p (on the 1/256 grid), the kept values are
+    scaled so the mean is preserved, gradients flow only through kept elements, eval is the
+    identity, and two draws differ."""
+    from audioset_data.baselines.embedding import ByteDropout
+
+    torch.manual_seed(0)
+    drop = ByteDropout(p)
+    x = torch.full((400, 512), 3.0, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    q = round(256 * p) / 256
+    assert abs(kept.float().mean().item() - (1 - q)) < 0.005
+    assert torch.allclose(y[kept], torch.tensor(3.0 / (1 - q)))
+    assert abs(y.mean().item() - 3.0) < 0.05
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    assert not torch.equal(drop(x) != 0, kept)
+    drop.eval()
+    assert drop(x) is x
+    with pytest.raises(ConfigError):
+        ByteDropout(1.0)
