@@ -24,7 +24,13 @@ from audioset_data.cache.codec import decode_clip
 from audioset_data.cache.manifest import clip_key
 from audioset_data.cache.reader import AudioSetCache, cache_dir
 from audioset_data.cli import main
-from audioset_data.errors import ChecksumMismatchError, ConfigError, ExportError, RemoteError
+from audioset_data.errors import (
+    CacheError,
+    ChecksumMismatchError,
+    ConfigError,
+    ExportError,
+    RemoteError,
+)
 from audioset_data.interop import webdataset_export
 from audioset_data.interop.webdataset_export import parse_size, to_webdataset
 from audioset_data.loaders import AudioSetDataset
@@ -403,3 +409,13 @@ def test_exported_shards_import_back_into_a_cache_byte_for_byte(flac_shards, tmp
                               label_index=LabelIndex(MIDS, [f"s{j}" for j in range(len(MIDS))]),
                               progress=False)
     assert again.summary()["imported"] == 0 and again.summary()["already_cached"] == len(clips)
+
+
+def test_the_cache_serves_a_compact_clip_as_stored_and_refuses_raw_pcm(tmp_path):
+    build_cache(tmp_path / "flac", keys=KEYS, fmt="flac")
+    cache = AudioSetCache(tmp_path / "flac")
+    stored = _stored(tmp_path / "flac")
+    assert [cache.encoded(i) for i in range(len(cache))] == [stored[k] for k in cache.keys()]
+    build_cache(tmp_path / "pcm", keys=KEYS, fmt="pcm16")
+    with pytest.raises(CacheError, match="pcm16"):
+        AudioSetCache(tmp_path / "pcm").encoded(0)

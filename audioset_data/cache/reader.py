@@ -443,6 +443,28 @@ class AudioSetCache:
         return {"waveform": wave, "length": self._length[pos].copy(), "target": target,
                 "position": pos}
 
+    def encoded(self, i: int) -> bytes:
+        """The bytes of clip ``i`` of a compact-format cache (FLAC / Opus) exactly as stored,
+        for exports that copy clips without decoding them; a clip whose file a running download
+        compacted away is re-located."""
+        if self.format == "pcm16":
+            raise CacheError(f"cache {str(self.folder)!r} stores raw pcm16 samples, not encoded "
+                             "clips: read them with read()")
+        for _ in range(3):
+            code, row = int(self._file[i]), int(self._row[i])
+            try:
+                handle = self._handle(code)
+            except _Moved:
+                continue
+            try:
+                return read_encoded(handle.h5, row)
+            except OSError as exc:
+                if isinstance(exc, CacheError):
+                    raise
+                raise self._read_error(code, row, i, exc) from None
+        raise CacheError(f"cache {str(self.folder)!r} keeps changing while read; read it once "
+                         "its download has finished")
+
     def _read_into(self, pos: np.ndarray, wave: np.ndarray, target: np.ndarray) -> None:
         codes = self._file[pos]
         order = np.lexsort((self._row[pos], codes))

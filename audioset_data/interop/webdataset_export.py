@@ -40,10 +40,8 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioset_data.cache.reader import _Moved
-from audioset_data.cache.shards import read_encoded
 from audioset_data.config import PathLike
-from audioset_data.errors import AudioSetError, CacheError, ConfigError, ExportError
+from audioset_data.errors import AudioSetError, ConfigError, ExportError
 from audioset_data.fileio import atomic_path, atomic_write
 
 from . import (
@@ -359,30 +357,7 @@ def _clips(cache: AudioSetCache, pos: np.ndarray, meta: Any,
                 done += 1
         return
     for j, p in enumerate(pos):
-        yield _Clip(cols["key"][j], _stored_bytes(cache, int(p)), info(j, p))
-
-
-def _stored_bytes(cache: AudioSetCache, i: int) -> bytes:
-    """The encoded bytes of position ``i`` of a compact-format cache, as stored.
-
-    The reader serves decoded samples only; its per-process handle of the clip's file (checked
-    against the manifest when first opened, re-located when a running download compacted the
-    file away) gives the bytes behind them.
-    """
-    for _ in range(3):
-        code, row = int(cache._file[i]), int(cache._row[i])
-        try:
-            handle = cache._handle(code)
-        except _Moved:
-            continue
-        try:
-            return read_encoded(handle.h5, row)
-        except OSError as exc:
-            if isinstance(exc, CacheError):
-                raise
-            raise cache._read_error(code, row, i, exc) from None
-    raise CacheError(f"cache {str(cache.folder)!r} keeps changing while read; export it once "
-                     "its download has finished")
+        yield _Clip(cols["key"][j], cache.encoded(int(p)), info(j, p))
 
 
 class _HashingWriter(io.RawIOBase):
