@@ -36,6 +36,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import tarfile
 import wave
@@ -75,6 +76,7 @@ INDEX_VERSION = 1
 INDEX_SUFFIX = "-shards.json"
 #: Address prefixes of shards that are not local paths.
 _SCHEMES = ("pipe:", "http://", "https://", "file:")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CHUNK = 1 << 20
 
 
@@ -248,8 +250,13 @@ class ShardIndex:
         if own not in address:
             raise ConfigError(f"{address!r} must name the index file {own!r}: the shards' "
                               "addresses are made by putting their names in its place")
-        if any("/" in n or not n.endswith(".tar") for n in index.names):
-            raise ConfigError(f"{address!r} lists a shard that is not a plain .tar file name")
+        # the names go into the shards' addresses, and a pipe: address into a shell: only
+        # plain file names (an index fetched from a bucket is not trusted)
+        bad = [n for n in [index.split, *index.names] if not _PLAIN_NAME.fullmatch(n)]
+        if bad or not all(n.endswith(".tar") for n in index.names):
+            what = bad[0] if bad else next(n for n in index.names if not n.endswith(".tar"))
+            raise ConfigError(f"{address!r} lists {what!r}, not a plain split or .tar file "
+                              "name (letters, digits, '.', '_', '-'); re-export the split")
         return index
 
     @property

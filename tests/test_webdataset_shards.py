@@ -267,6 +267,23 @@ def test_pipe_addresses_read_the_shards_through_a_command(flac_shards):
         ShardIndex.load(f"pipe:cat {done.index.parent / 'gone-shards.json'}")
 
 
+@pytest.mark.parametrize("name", ["x;touch PWNED;.tar", "$(touch PWNED).tar", "../up.tar",
+                                  "a b.tar", "-rf.tar"])
+def test_an_index_naming_a_shard_that_is_not_a_plain_file_name_is_refused(flac_shards, tmp_path,
+                                                                          name, monkeypatch):
+    """Shard names from an index (fetched from a bucket: untrusted) go into a pipe: command:
+    anything but a plain file name is refused before any shard address is made."""
+    _, _, done = flac_shards
+    data = json.loads(done.index.read_text())
+    data["shards"][1]["name"] = name
+    forged = tmp_path / "forged" / done.index.name
+    forged.parent.mkdir()
+    forged.write_text(json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="not a plain"):
+        ShardIndex.load(f"pipe:cat {forged}")
+    assert not (tmp_path / "PWNED").exists()
+
 def test_shards_stream_over_http_each_read_once(flac_shards):
     _, clips, done = flac_shards
     with serve_folder(done.index.parent) as server:
