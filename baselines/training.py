@@ -108,13 +108,16 @@ def _init_distributed(device_name: str) -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def warmup_cosine(total: int, warmup: float) -> Any:
-    """LR factor per step: linear warm-up over ``warmup × total`` steps, then cosine to 0."""
+def lr_schedule(total: int, warmup: float, kind: str = "cosine") -> Any:
+    """LR factor per step: linear warm-up over ``warmup × total`` steps, then cosine to 0
+    (``kind="cosine"``) or the full rate to the end (``"constant"``)."""
     n_warm = int(round(warmup * total))
 
     def factor(step: int) -> float:
         if step < n_warm:
             return (step + 1) / n_warm
+        if kind == "constant":
+            return 1.0
         rest = max(1, total - n_warm)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - n_warm) / rest)))
 
@@ -302,7 +305,7 @@ class Trainer:
         self.total_steps = total_steps
         self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(total_steps, c.warmup))
+            self.optimizer, lr_schedule(total_steps, c.warmup, c.schedule))
         self.step = 0
         self.epoch = 0
         self.consumed = 0  # items (clips) of the current epoch this rank has trained on

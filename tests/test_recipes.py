@@ -327,3 +327,23 @@ def test_fc_defaults_beat_the_old_defaults_and_the_anchor_on_a_small_noisy_set(
     assert (new_steps, old_steps) == (300, 10)
     assert new > old + 0.2, (new, old)      # measured 0.70 against 0.27
     assert new > anchor, (new, anchor)      # measured 0.70 against 0.65
+
+
+def test_schedules_warm_up_then_decay_or_hold_and_the_embedding_recipe_holds():
+    from audioset_data.baselines.config import TrainConfig
+    from audioset_data.baselines.models import model_defaults
+    from audioset_data.baselines.training import lr_schedule
+
+    for kind in ("cosine", "constant"):
+        f = lr_schedule(100, 0.1, kind)
+        assert [f(i) for i in range(10)] == pytest.approx([(i + 1) / 10 for i in range(10)])
+        assert f(10) == pytest.approx(1.0)
+    cos, const = lr_schedule(100, 0.1, "cosine"), lr_schedule(100, 0.1, "constant")
+    assert cos(55) == pytest.approx(0.5) and cos(99) < 0.01 and cos(100) == pytest.approx(0)
+    assert all(const(i) == 1.0 for i in range(10, 200))
+    assert lr_schedule(50, 0.0, "constant")(0) == 1.0
+    d = model_defaults("embedding-attention")
+    assert (d["schedule"], d["warmup"]) == ("constant", 0.0)
+    assert TrainConfig().schedule == "cosine"
+    with pytest.raises(ConfigError, match="schedule"):
+        TrainConfig(schedule="linear")
