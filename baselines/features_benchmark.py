@@ -41,7 +41,8 @@ from .training import Trainer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeaturesBenchmark", "linear_anchor", "pooled", "run_features_benchmark"]
+__all__ = ["FeaturesBenchmark", "linear_anchor", "plot_dprime", "plot_sizes", "pooled",
+           "run_features_benchmark"]
 
 #: Training-set sizes of the "mAP against training clips" figure (0: the whole part).
 DEFAULT_SIZES = (1000, 2000, 5000, 10000, 0)
@@ -54,6 +55,8 @@ class FeaturesBenchmark:
     rows: list[dict[str, Any]]
     sizes: list[dict[str, Any]] = field(default_factory=list)
     probe: dict[str, Any] = field(default_factory=dict)
+    #: per-class prior, d′ and whether defined, of the table's attention model (figure 2)
+    per_class: dict[str, list[Any]] = field(default_factory=dict)
     out: Path | None = None
 
     def table(self) -> str:
@@ -220,8 +223,12 @@ def run_features_benchmark(
         per_class = class_metrics(sp.csr_array(table_eval.targets).toarray().astype(bool),
                                   scores)
         prior = np.asarray(table_train.targets.sum(axis=0)).ravel() / len(table_train)
-        _plot_dprime(out / "dprime_vs_prior.png", prior, per_class.dprime, per_class.defined)
-    _plot_sizes(out / "map_vs_clips.png", result.sizes)
+        plot_dprime(out / "dprime_vs_prior.png", prior, per_class.dprime, per_class.defined)
+        result.per_class = {"prior": prior.tolist(),
+                            "dprime": [float(d) if np.isfinite(d) else None
+                                       for d in per_class.dprime],
+                            "defined": per_class.defined.astype(bool).tolist()}
+    plot_sizes(out / "map_vs_clips.png", result.sizes)
 
     # the seed's "useful embeddings": train on half of the classes, probe the other half
     result.probe = _probe(store, part, rest, out, cap=cap, seed=seed, progress=progress)
@@ -236,7 +243,8 @@ def run_features_benchmark(
     with atomic_write(out / "features.md", "w", encoding="utf-8") as fh:
         fh.write(text)
     with atomic_write(out / "features.json", "w", encoding="utf-8") as fh:
-        json.dump({"rows": rows, "sizes": result.sizes, "probe": result.probe}, fh, indent=1)
+        json.dump({"rows": rows, "sizes": result.sizes, "probe": result.probe,
+                   "per_class": result.per_class}, fh, indent=1)
     return result
 
 
@@ -279,7 +287,8 @@ def _probe_text(probe: dict[str, Any]) -> str:
                       for k in rows))
 
 
-def _plot_sizes(path: Path, sizes: list[dict[str, Any]]) -> None:
+def plot_sizes(path: PathLike, sizes: list[dict[str, Any]]) -> None:
+    """The seed's figure 1 on real data: held-out mAP against the number of training clips."""
     import matplotlib  # optional plotting dependency, imported only to draw
 
     matplotlib.use("Agg")
@@ -296,8 +305,9 @@ def _plot_sizes(path: Path, sizes: list[dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-def _plot_dprime(path: Path, prior: np.ndarray, dprime: np.ndarray,
-                 defined: np.ndarray) -> None:
+def plot_dprime(path: PathLike, prior: np.ndarray, dprime: np.ndarray,
+                defined: np.ndarray) -> None:
+    """The seed's figure 2 on real data: each class's d′ against its prior in training."""
     import matplotlib  # optional plotting dependency, imported only to draw
 
     matplotlib.use("Agg")

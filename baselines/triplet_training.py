@@ -63,6 +63,7 @@ class TripletConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup: float = 0.05                  # share of the steps spent warming up linearly
+    schedule: str = "cosine"              # after the warm-up: cosine (to 0) or constant
     margin: float = 0.1                   # triplet margin on unit-norm embeddings
     grad_clip: float = 5.0                # max gradient norm (0: off)
     checkpoint_every: int = 500           # steps between checkpoints (0: at the end only)

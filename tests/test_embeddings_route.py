@@ -103,6 +103,9 @@ def test_features_benchmark_smoke_writes_table_figures_and_probe(release, tmp_pa
     probe = report["probe"]
     assert probe["trained on classes"] + probe["probed classes"] == N_CLASSES
     assert set(probe) >= {"learned embedding", "raw release embeddings (mean+max)"}
+    per_class = report["per_class"]  # what the docs' figure script draws from
+    assert len(per_class["prior"]) == len(per_class["dprime"]) == len(per_class["defined"])
+    assert sum(per_class["defined"]) > 0 and sum(per_class["prior"]) > 0
     assert (out / "map_vs_clips.png").stat().st_size > 0
     assert (out / "dprime_vs_prior.png").stat().st_size > 0
     assert "## mAP against training clips" in (out / "features.md").read_text()

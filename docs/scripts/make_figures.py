@@ -7,8 +7,11 @@ Run from the repository root::
 Inputs: ``ontology.json``, ``class_labels_indices.csv``, the ``eval`` and ``balanced_train``
 segment lists and the per-class counts of the full training crawl, all read from the folder of
 official files (``--shared``, default ``../shared/data``), and one clip of a demo cache that
-``audioset demo`` writes into a temporary data root (generated audio, no network). Outputs go
-to ``docs/figures/``: PNGs of modest size and one self-contained HTML tree of the ontology.
+``audioset demo`` writes into a temporary data root (generated audio, no network). The two
+figures of the embeddings benchmark are drawn from what ``audioset benchmark --features`` measured
+on the real balanced part (``benchmarks/results/features_benchmark.json``, its ``features.json``;
+rerunning the benchmark takes about 11 minutes). Outputs go to ``docs/figures/``: PNGs of modest
+size and one self-contained HTML tree of the ontology.
 """
 
 from __future__ import annotations
@@ -230,12 +233,44 @@ def frontend(shared: Path, out: Path) -> Path:
     return path
 
 
+FEATURES_RESULTS = REPO / "benchmarks" / "results" / "features_benchmark.json"
+
+
+def _features_results() -> dict:
+    import json
+
+    return json.loads(FEATURES_RESULTS.read_text())
+
+
+def features_map_vs_clips(shared: Path, out: Path) -> Path:
+    """The seed's "mAP against training clips" on the real balanced part."""
+    from audioset_data.baselines.features_benchmark import plot_sizes
+
+    path = out / "features_map_vs_clips.png"
+    plot_sizes(path, _features_results()["sizes"])
+    return path
+
+
+def features_dprime_vs_prior(shared: Path, out: Path) -> Path:
+    """The seed's per-class "d′ against prior" of the attention model on the real data."""
+    from audioset_data.baselines.features_benchmark import plot_dprime
+
+    per_class = _features_results()["per_class"]
+    dprime = np.array([np.nan if d is None else d for d in per_class["dprime"]], dtype=float)
+    path = out / "features_dprime_vs_prior.png"
+    plot_dprime(path, np.asarray(per_class["prior"], dtype=float), dprime,
+                np.asarray(per_class["defined"], dtype=bool))
+    return path
+
+
 FIGURES_MADE = {
     "ontology-animal": ontology_subtree,
     "ontology-tree": ontology_tree,
     "priors-eval": class_priors,
     "loss-weights": loss_weights,
     "frontend-logmel": frontend,
+    "features_map_vs_clips": features_map_vs_clips,
+    "features_dprime_vs_prior": features_dprime_vs_prior,
 }
 
 
