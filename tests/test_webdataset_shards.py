@@ -34,16 +34,14 @@ from audioset_data.errors import (
 from audioset_data.interop import webdataset_export
 from audioset_data.interop.webdataset_export import parse_size, to_webdataset
 from audioset_data.loaders import AudioSetDataset
-from audioset_data.loaders.shards import (
-    ShardDataset,
-    ShardIndex,
+from audioset_data.loaders.shard_plan import (
     consumed_by_worker,
-    is_shard_source,
     per_rank,
     reads_of,
     shard_order,
     worker_parts,
 )
+from audioset_data.loaders.shards import ShardDataset, ShardIndex, is_shard_source
 from audioset_data.segments.labels import LabelIndex
 from audioset_data.testing import serve_folder
 

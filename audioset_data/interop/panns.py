@@ -29,13 +29,12 @@ import h5py
 import numpy as np
 import scipy.sparse as sp
 
-from audioset_data.cache.reader import cache_dir
 from audioset_data.config import PathLike
 from audioset_data.errors import CacheError, ConfigError
 from audioset_data.segments.labels import LabelIndex
 
 from .copies.importer import import_copy
-from .copies.names import parse_clip_name
+from .copies.names import cache_folder, parse_clip_name
 from .copies.report import PLACEHOLDER, ImportReport
 from .copies.rows import Copy, blocks
 
@@ -115,10 +114,7 @@ def import_panns(
     ConfigError
         No cache named, or the names carry no start time and no segment list is given.
     """
-    if folder is None:
-        if split is None:
-            raise ConfigError("import_panns needs a split name or a cache folder")
-        folder = cache_dir(split, root)
+    folder = cache_folder(split, root, folder, "import_panns")
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be at least 1")
     if label_index is None:
